@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -87,7 +87,7 @@ class Cipher:
     """A method and its master key: what a server holds for each access key."""
 
     method: str
-    key: bytes
+    key: bytes = field(repr=False)  # secrets never reach logs (DESIGN.md §4)
 
     def __post_init__(self) -> None:
         spec = _method(self.method)

@@ -60,6 +60,11 @@ def test_unknown_method_is_a_config_error_naming_the_valid_ones() -> None:
         Cipher.from_password("rc4-md5", "x")
 
 
+def test_cipher_repr_hides_the_key() -> None:
+    cipher = Cipher("aes-128-gcm", b"K" * 16)
+    assert "KKKK" not in repr(cipher) and "aes-128-gcm" in repr(cipher)
+
+
 def test_key_of_the_wrong_size_is_refused() -> None:
     with pytest.raises(ConfigError, match="16-byte key"):
         Cipher("aes-128-gcm", bytes(32))
