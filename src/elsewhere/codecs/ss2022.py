@@ -326,12 +326,36 @@ class _Sealer:
 
     def __init__(self, aead: Aead) -> None:
         self._seal = aead.encrypt
+        self._seal_into = aead.encrypt_into
         self._counter = 0
 
     def seal(self, plaintext: Buffer) -> bytes:
         counter = self._counter
         self._counter = counter + 1
         return self._seal(_nonce(counter), plaintext, None)
+
+    def encode(self, data: Buffer) -> bytearray:
+        """[len][len tag][payload][payload tag]... for `data`, sealed straight into one buffer
+        (encrypt_into: no per-chunk bytes objects, no join)."""
+        view = memoryview(data).cast("B")
+        total = len(view)
+        pieces = -(-total // MAX_PAYLOAD)
+        out = bytearray(total + pieces * (LENGTH_SIZE + 2 * TAG_SIZE))
+        seal_into = self._seal_into
+        counter = self._counter
+        at = 0
+        with memoryview(out) as target:
+            for start in range(0, total, MAX_PAYLOAD):
+                piece = view[start : start + MAX_PAYLOAD]
+                size = len(piece)
+                stop = at + LENGTH_SIZE + TAG_SIZE
+                seal_into(_nonce(counter), size.to_bytes(LENGTH_SIZE, "big"), None, target[at:stop])
+                at, stop = stop, stop + size + TAG_SIZE
+                seal_into(_nonce(counter + 1), piece, None, target[at:stop])
+                at = stop
+                counter += 2
+        self._counter = counter
+        return out
 
     def chunks(self, data: Buffer, out: list[bytes]) -> None:
         """Append [len][len tag][payload][payload tag] pieces for `data` to `out`."""
@@ -536,13 +560,11 @@ class TcpClient(_Receiver):
         self.request_salt = salt
         return b"".join(out)
 
-    def send(self, data: Buffer) -> bytes:
-        """Chunks for more payload (b"" for empty data)."""
+    def send(self, data: Buffer) -> bytearray:
+        """Chunks for more payload (empty for empty data), in a fresh buffer the caller owns."""
         if self._sealer is None:
             raise RuntimeError("request() must come first")
-        out: list[bytes] = []
-        self._sealer.chunks(data, out)
-        return b"".join(out)
+        return self._sealer.encode(data)
 
     def _header(self, view: memoryview, pos: int, now: float, events: list[Event]) -> int:
         if self.request_salt is None:
@@ -610,30 +632,30 @@ class TcpServer(_Receiver):
         self.user: str | None = None
         self.destination: Destination | None = None
 
-    def send(self, data: Buffer, *, now: float) -> bytes:
+    def send(self, data: Buffer, *, now: float) -> bytes | bytearray:
         """Response bytes for `data`. The first call also carries the salt and the response
         header (SIP022 §3.1.3: the header always goes with payload), so call it once there is
-        something to send; b"" for empty data after that."""
+        something to send; empty for empty data after that."""
         if self._user_psk is None or self._request_salt is None:
             raise RuntimeError("no request decoded yet")
+        if self._sealer is not None:
+            return self._sealer.encode(data)
         view = memoryview(data).cast("B")
-        out: list[bytes] = []
-        if self._sealer is None:
-            method = self.method
-            salt = os.urandom(method.salt_size)
-            sealer = _Sealer(method.aead(session_subkey(method, self._user_psk, salt)))
-            first, view = view[:MAX_PAYLOAD], view[MAX_PAYLOAD:]
-            header = b"".join(
-                (
-                    bytes((HEADER_TYPE_SERVER_STREAM,)),
-                    int(now).to_bytes(TIMESTAMP_SIZE, "big"),
-                    self._request_salt,
-                    len(first).to_bytes(LENGTH_SIZE, "big"),
-                )
+        method = self.method
+        salt = os.urandom(method.salt_size)
+        sealer = _Sealer(method.aead(session_subkey(method, self._user_psk, salt)))
+        first, view = view[:MAX_PAYLOAD], view[MAX_PAYLOAD:]
+        header = b"".join(
+            (
+                bytes((HEADER_TYPE_SERVER_STREAM,)),
+                int(now).to_bytes(TIMESTAMP_SIZE, "big"),
+                self._request_salt,
+                len(first).to_bytes(LENGTH_SIZE, "big"),
             )
-            out += (salt, sealer.seal(header), sealer.seal(first))
-            self._sealer = sealer
-        self._sealer.chunks(view, out)
+        )
+        out = [salt, sealer.seal(header), sealer.seal(first)]
+        self._sealer = sealer
+        sealer.chunks(view, out)
         return b"".join(out)
 
     def _header(self, view: memoryview, pos: int, now: float, events: list[Event]) -> int:
