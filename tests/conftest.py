@@ -24,3 +24,10 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+def pytest_asyncio_loop_factories(config: object, item: object) -> dict[str, object]:
+    """Tests run on the loop elsewhere runs on: uvloop."""
+    import uvloop
+
+    return {"uvloop": uvloop.new_event_loop}

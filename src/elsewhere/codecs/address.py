@@ -33,7 +33,9 @@ def encode_address(dest: Destination) -> bytes:
     return bytes((ATYP_IPV6,)) + ip.packed + port
 
 
-def decode_address(data: bytes | bytearray | memoryview, offset: int = 0) -> tuple[Destination, int]:
+def decode_address(
+    data: bytes | bytearray | memoryview, offset: int = 0
+) -> tuple[Destination, int]:
     """Parse an address at `offset`; return it and the offset just past it.
 
     Raises NeedMoreData when the buffer is too short, ProtocolError when the bytes are not an

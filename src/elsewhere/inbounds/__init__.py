@@ -1,0 +1,10 @@
+"""Inbounds accept connections and hand sessions to the engine. Every module in this package
+registers itself; a new protocol is a new file here."""
+
+import importlib
+import pkgutil
+
+
+def load_all() -> None:
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")

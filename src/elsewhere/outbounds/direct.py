@@ -1,0 +1,150 @@
+"""The direct outbound: connect to the destination from this machine, after checking every
+address it resolves to against the address policy (and connecting to the checked address,
+so that a second DNS answer cannot slip past it)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Mapping
+from typing import Any, cast
+
+from elsewhere.errors import ConfigError, PolicyError
+from elsewhere.outbounds.base import DatagramReceiver, register
+from elsewhere.policy import AddressPolicy
+from elsewhere.session import Destination, IPAddress, Session
+from elsewhere.transports.layer import Pending
+
+CONNECT_TIMEOUT = 10.0
+
+
+async def resolve(host: str, port: int, kind: int) -> list[tuple[int, tuple[Any, ...]]]:
+    """(family, sockaddr) for every address of `host`, IP literals without a lookup."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=kind)
+    return [(family, addr) for family, _, _, _, addr in infos]
+
+
+class DirectOutbound:
+    def __init__(self, tag: str, policy: AddressPolicy) -> None:
+        self.tag = tag
+        self.policy = policy
+
+    async def checked_addresses(
+        self, dest: Destination, kind: int
+    ) -> list[tuple[int, tuple[Any, ...]]]:
+        try:
+            addresses = await resolve(dest.host, dest.port, kind)
+        except socket.gaierror as exc:
+            raise OSError(f"cannot resolve {dest.host}") from exc
+        allowed = [(f, a) for f, a in addresses if self.policy.permits(_ip(a[0]))]
+        if not allowed:
+            raise PolicyError(f"destination {dest} is a private or special address")
+        return allowed
+
+    async def open_tcp(self, session: Session) -> asyncio.Transport:
+        loop = asyncio.get_running_loop()
+        last: Exception = OSError(f"cannot connect to {session.destination}")
+        for family, addr in await self.checked_addresses(session.destination, socket.SOCK_STREAM):
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    transport, _ = await loop.create_connection(
+                        Pending, addr[0], addr[1], family=family
+                    )
+                return transport
+            except (OSError, TimeoutError) as exc:
+                last = exc
+        raise last
+
+    async def open_udp(self, session: Session, receive: DatagramReceiver) -> DirectDatagramFlow:
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in session.destination.host else socket.AF_INET
+        flow = DirectDatagramFlow(self, receive)
+        await loop.create_datagram_endpoint(
+            lambda: flow, local_addr=("::" if family == socket.AF_INET6 else "0.0.0.0", 0)
+        )
+        return flow
+
+    async def close(self) -> None:
+        return None
+
+
+class DirectDatagramFlow(asyncio.DatagramProtocol):
+    """One UDP socket of ours per flow; datagrams to a domain are resolved (and checked) once
+    per name."""
+
+    def __init__(self, outbound: DirectOutbound, receive: DatagramReceiver) -> None:
+        self.outbound = outbound
+        self.receive = receive
+        self.transport: asyncio.DatagramTransport | None = None
+        self.resolved: dict[Destination, tuple[Any, ...]] = {}
+        self.pending: dict[Destination, list[bytes]] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio's, so no isinstance here
+        self.transport = cast("asyncio.DatagramTransport", transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        host = addr[0]
+        if host.startswith("::ffff:"):
+            host = host[7:]
+        self.receive(data, Destination(host, addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        return None  # ICMP errors: UDP is lossy anyway
+
+    def send(self, payload: bytes, destination: Destination) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        addr = self.resolved.get(destination)
+        if addr is not None:
+            self.transport.sendto(payload, addr)
+            return
+        waiting = self.pending.get(destination)
+        if waiting is not None:
+            waiting.append(payload)
+            return
+        self.pending[destination] = [payload]
+        asyncio.get_running_loop().create_task(self._resolve(destination))
+
+    async def _resolve(self, destination: Destination) -> None:
+        waiting = self.pending.get(destination, [])
+        try:
+            addresses = await self.outbound.checked_addresses(destination, socket.SOCK_DGRAM)
+        except (OSError, PolicyError):
+            self.pending.pop(destination, None)
+            return
+        family = self.transport.get_extra_info("socket").family if self.transport else None
+        addr = next((a for f, a in addresses if f == family), None)
+        if addr is None and family == socket.AF_INET6:
+            v4 = next((a for f, a in addresses if f == socket.AF_INET), None)
+            addr = ("::ffff:" + v4[0], v4[1]) if v4 else None
+        self.pending.pop(destination, None)
+        if addr is None or self.transport is None or self.transport.is_closing():
+            return
+        if len(self.resolved) > 1024:
+            self.resolved.clear()
+        self.resolved[destination] = addr
+        for payload in waiting:
+            self.transport.sendto(payload, addr)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _ip(text: str) -> IPAddress:
+    return ipaddress.ip_address(text.split("%", 1)[0])
+
+
+@register("direct")
+def _make(tag: str, options: Mapping[str, Any]) -> DirectOutbound:
+    private = options.get("private", "deny")
+    if private not in ("deny", "allow"):
+        raise ConfigError(f'outbound "{tag}": private must be "deny" or "allow", not {private!r}')
+    try:
+        policy = AddressPolicy.from_config(private, options.get("allow", ()))
+    except ValueError as exc:
+        raise ConfigError(f'outbound "{tag}": {exc}') from exc
+    return DirectOutbound(tag, policy)
