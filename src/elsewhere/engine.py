@@ -42,11 +42,17 @@ class Stats:
 
 
 class Engine:
-    def __init__(self, config: Config, meter: Meter | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        meter: Meter | None = None,
+        over_limit: Callable[[str], bool] | None = None,
+    ) -> None:
         inbounds.load_all()
         outbounds.load_all()
         self.config = config
         self.meter = meter
+        self.over_limit = over_limit
         self.stats = Stats()
         self.outbounds: dict[str, Outbound] = {}
         for spec in config.outbounds:
@@ -111,6 +117,10 @@ class Engine:
             log.error("internal error", exc_info=task.exception())
 
     # sessions
+    def admit(self, user: str) -> bool:
+        """May `user` open another session (not over its data limit)?"""
+        return self.over_limit is None or not self.over_limit(user)
+
     def outbound_for(self, session: Session) -> Outbound:
         return self.outbounds[self.router.route(session)]
 
@@ -157,7 +167,9 @@ class Engine:
             on_open(remote)
         if initial:
             remote.write(initial)
-        return self.relay(session, inbound, remote)
+        relay = self.relay(session, inbound, remote)
+        relay.ends[0].count += len(initial)  # read by the inbound's handshake, counted here
+        return relay
 
     def relay(
         self, session: Session, inbound: asyncio.Transport, outbound: asyncio.Transport
