@@ -39,6 +39,7 @@ class Stats:
     active: int = 0
     failed: int = 0
     probes: int = 0  # connections that never proved a key (stealth path)
+    last_failed: bool = False  # did the most recent outbound connection fail?
 
 
 class Engine:
@@ -127,10 +128,13 @@ class Engine:
     async def open_tcp(self, session: Session) -> asyncio.Transport:
         self.stats.sessions += 1
         try:
-            return await self.outbound_for(session).open_tcp(session)
+            stream = await self.outbound_for(session).open_tcp(session)
         except BaseException:
             self.stats.failed += 1
+            self.stats.last_failed = True
             raise
+        self.stats.last_failed = False
+        return stream
 
     async def open_udp(self, session: Session, receive: DatagramReceiver) -> DatagramFlow:
         self.stats.sessions += 1
@@ -197,6 +201,15 @@ class Engine:
                 meter.add(user, up, down)
 
         return account
+
+    def traffic(self) -> tuple[int, int]:
+        """Bytes up and down so far, including what open relays have not reported yet."""
+        up, down = self.stats.up, self.stats.down
+        for relay in self._relays:
+            reported_up, reported_down = relay.reported
+            up += relay.up - reported_up
+            down += relay.down - reported_down
+        return up, down
 
     def close_user(self, user: str) -> int:
         """End every open relay of `user` (a revoked key); returns how many."""

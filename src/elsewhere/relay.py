@@ -112,7 +112,7 @@ class Relay:
         account: Account | None = None,
     ) -> None:
         self.account = account
-        self._reported = (0, 0)
+        self.reported = (0, 0)
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.timer = IdleTimer(idle_timeout, self.close, self._report)
         self.ends = (_End(self, 0, inbound), _End(self, 1, outbound))
@@ -181,9 +181,9 @@ class Relay:
         if self.account is None:
             return
         up, down = self.up, self.down
-        last_up, last_down = self._reported
+        last_up, last_down = self.reported
         if up != last_up or down != last_down:
-            self._reported = (up, down)
+            self.reported = (up, down)
             self.account(up - last_up, down - last_down)
 
     def _finish(self) -> None:

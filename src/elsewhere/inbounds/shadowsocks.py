@@ -275,7 +275,8 @@ class ShadowsocksInbound:
         self.nat.close()
 
     def describe(self) -> str:
-        return f"shadowsocks {self.host}:{self.port} ({len(self.ring.keys)} keys)"
+        count = len(self.ring.keys)
+        return f"shadowsocks {self.host}:{self.port} ({count} key{'' if count == 1 else 's'})"
 
 
 register("shadowsocks")(ShadowsocksInbound)

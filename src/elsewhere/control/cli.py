@@ -1,0 +1,343 @@
+"""The `elsewhere` command: run a config, run a server from its store, manage keys, connect a
+client with an access key, or watch the whole chain work on this machine (`demo`). A person's
+mistake ends in one line on stderr and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from elsewhere import __version__
+from elsewhere.config import load
+from elsewhere.errors import ConfigError
+
+log = logging.getLogger("elsewhere")
+
+SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+SIZE_UNITS = {
+    "": 1,
+    "k": 10**3,
+    "m": 10**6,
+    "g": 10**9,
+    "t": 10**12,
+    "ki": 2**10,
+    "mi": 2**20,
+    "gi": 2**30,
+    "ti": 2**40,
+}
+
+
+def parse_size(text: str) -> int | None:
+    """`10GB`, `1.5 GiB`, `500M`, `none` -> bytes (None = no limit)."""
+    if text.strip().lower() in ("none", "unlimited", "off"):
+        return None
+    match = SIZE.match(text)
+    unit = (match.group(2) or "").lower().rstrip("b") if match else ""
+    if match is None or unit not in SIZE_UNITS:
+        raise ConfigError(f'"{text}" is not a size: write it like 500MB, 10GB or 1.5GiB, or none')
+    return int(float(match.group(1)) * SIZE_UNITS[unit])
+
+
+def run_async(main: Coroutine[Any, Any, Any]) -> Any:
+    """Run on uvloop where installed, and turn Ctrl-C / SIGTERM into a clean stop."""
+
+    async def guarded() -> Any:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await main
+        except asyncio.CancelledError:
+            return None
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - pinned on Linux
+        return asyncio.run(guarded())
+    return uvloop.run(guarded())
+
+
+# commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from elsewhere.engine import Engine
+
+    config = load(args.config)
+
+    async def main() -> None:
+        engine = Engine(config)
+        async with engine:
+            for inbound in engine.inbounds:
+                print(f"listening: {inbound.describe()}", file=sys.stderr, flush=True)
+            await asyncio.Event().wait()
+
+    run_async(main())
+    return 0
+
+
+def _print_key(store: Any, record: Any, qr: bool) -> None:
+    from elsewhere.control import roles
+    from elsewhere.control.qr import qr_text
+
+    link = roles.share_link(store, record)
+    limit = "" if record.data_limit is None else f", limit {_human(record.data_limit)}"
+    print(f"key {record.name} ({record.id}, {record.method}{limit}):")
+    print(f"  {link}")
+    if qr:
+        print(qr_text(link))
+
+
+def _human(n: int) -> str:
+    from elsewhere.control.status import human_bytes
+
+    return human_bytes(n)
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from elsewhere.control import roles
+
+    directory = roles.data_dir(args.data_dir)
+    store = roles.open_store(directory)
+    try:
+        settings, created = roles.prepare_server(store, args.port, args.host, args.listen)
+        settings.allow_private = args.allow_private
+        if args.idle_timeout:
+            settings.idle_timeout = args.idle_timeout
+        keys = store.list_keys()
+        if created:
+            print(f"created {directory / roles.STORE_FILE} with a first key")
+
+        def ready(engine: Any) -> None:
+            print(f"elsewhere server {__version__}: {engine.inbounds[0].describe()}")
+            print(f"share link host: {settings.host} (change with --host)")
+            for record in keys:
+                _print_key(store, record, qr=len(keys) <= 2)
+            if len(keys) > 2:
+                print("elsewhere keys show NAME prints a key's QR code")
+            sys.stdout.flush()
+
+        run_async(roles.run_server(store, settings, ready))
+    finally:
+        store.close()
+    return 0
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from elsewhere.control import roles
+
+    return roles.open_store(roles.data_dir(args.data_dir))
+
+
+def cmd_keys_add(args: argparse.Namespace) -> int:
+    from elsewhere.control import roles
+
+    store = _store(args)
+    try:
+        limit = parse_size(args.limit) if args.limit else None
+        record = roles.add_key(store, args.name, args.method, limit)
+        _print_key(store, record, qr=not args.no_qr)
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from elsewhere.control import roles
+
+    store = _store(args)
+    try:
+        records = store.list_keys(include_revoked=args.all)
+        if not records:
+            print("no keys yet: elsewhere keys add NAME")
+        for r in records:
+            state = "revoked" if r.revoked else "active"
+            limit = "no limit" if r.data_limit is None else f"limit {_human(r.data_limit)}"
+            print(
+                f"{r.id}  {r.name:<16} {state:<8} {r.method:<24} "
+                f"↑ {_human(r.bytes_up)} ↓ {_human(r.bytes_down)}  {limit}"
+            )
+            if args.links and not r.revoked:
+                print(f"    {roles.share_link(store, r)}")
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_keys_show(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        _print_key(store, store.get_key(args.key), qr=True)
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        record = store.revoke_key(args.key)
+        print(f"revoked {record.name} ({record.id}); a running server drops it within seconds")
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_keys_limit(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        record = store.set_limit(args.key, parse_size(args.size))
+        limit = "none" if record.data_limit is None else _human(record.data_limit)
+        print(f"{record.name} ({record.id}): data limit {limit}")
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    from elsewhere.control import roles
+    from elsewhere.control.links import parse_access_key
+    from elsewhere.control.status import show_status
+    from elsewhere.engine import Engine
+
+    key = parse_access_key(args.key)
+    rules = []
+    if args.direct:
+        rules.append({"domain_suffix": args.direct, "outbound": "direct"})
+    config = roles.client_config(key, args.listen, args.port, rules)
+
+    async def main() -> None:
+        engine = Engine(config)
+        async with engine:
+            where = engine.inbounds[0].describe()
+            print(f"elsewhere client {__version__}: proxy on {where}", file=sys.stderr)
+            print(
+                f"point your browser or system proxy at {where.split()[-1]} (SOCKS5 or HTTP)",
+                file=sys.stderr,
+                flush=True,
+            )
+            server = f"{key.host}:{key.port}"
+            if args.no_status:
+                await asyncio.Event().wait()
+            else:
+                await show_status(engine, server)
+
+    run_async(main())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from elsewhere.control.demo import demo
+
+    return int(run_async(demo(exit_after=args.exit)) or 0)
+
+
+# parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="elsewhere",
+        description="A censorship-resistant VPN: a server abroad, a local proxy at home.",
+    )
+    parser.add_argument("--version", action="version", version=f"elsewhere {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every session")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(
+        name: str, func: Callable[[argparse.Namespace], int], help: str, parent: Any = sub
+    ) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    def data_dir(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--data-dir",
+            help="where the key store lives (default: $ELSEWHERE_HOME or ~/.local/share/elsewhere)",
+        )
+
+    p = add("run", cmd_run, "run the engine from a TOML config file")
+    p.add_argument("--config", "-c", required=True, help="path of the config file")
+
+    p = add("server", cmd_server, "run a server: Shadowsocks for every key in the store")
+    data_dir(p)
+    p.add_argument("--port", type=int, help="port to listen on (remembered; first run picks one)")
+    p.add_argument("--host", help="address or name clients use to reach this server (remembered)")
+    p.add_argument("--listen", help="local address to bind (default 0.0.0.0, remembered)")
+    p.add_argument("--idle-timeout", type=float, help="seconds before a silent connection closes")
+    p.add_argument(
+        "--allow-private",
+        action="store_true",
+        help="let users reach this server's loopback and private networks",
+    )
+
+    keys = add("keys", lambda a: 0, "add, list, show, limit or revoke access keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    p = add("add", cmd_keys_add, "create a key and print its link and QR code", keys_sub)
+    p.add_argument("name", help="who the key is for")
+    p.add_argument(
+        "--method",
+        default="chacha20-ietf-poly1305",
+        help="cipher (chacha20-ietf-poly1305, aes-256-gcm, aes-128-gcm)",
+    )
+    p.add_argument("--limit", help="data limit, e.g. 50GB (default: none)")
+    p.add_argument("--no-qr", action="store_true", help="print only the link")
+    data_dir(p)
+    p = add("list", cmd_keys_list, "list keys with their usage", keys_sub)
+    p.add_argument("--all", action="store_true", help="include revoked keys")
+    p.add_argument("--links", action="store_true", help="print each key's share link")
+    data_dir(p)
+    p = add("show", cmd_keys_show, "print a key's link and QR code", keys_sub)
+    p.add_argument("key", help="key id or name")
+    data_dir(p)
+    p = add("revoke", cmd_keys_revoke, "revoke a key (a running server drops it)", keys_sub)
+    p.add_argument("key", help="key id or name")
+    data_dir(p)
+    p = add("limit", cmd_keys_limit, "set a key's data limit", keys_sub)
+    p.add_argument("key", help="key id or name")
+    p.add_argument("size", help="e.g. 50GB, or none")
+    data_dir(p)
+
+    p = add("client", cmd_client, "connect with an access key and open a local proxy port")
+    p.add_argument("key", help="access key: ss://…")
+    p.add_argument("--listen", default="127.0.0.1", help="local address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=1080, help="local proxy port (default 1080)")
+    p.add_argument(
+        "--direct",
+        action="append",
+        metavar="DOMAIN",
+        help="reach this domain (and its subdomains) directly; repeatable",
+    )
+    p.add_argument("--no-status", action="store_true", help="no live status line")
+
+    p = add("demo", cmd_demo, "start a server and a client here and fetch a page through them")
+    p.add_argument("--exit", action="store_true", help="exit after the page was fetched")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"elsewhere: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
