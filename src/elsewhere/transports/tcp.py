@@ -6,18 +6,32 @@ from __future__ import annotations
 import asyncio
 import errno
 from collections.abc import Callable
+from ssl import SSLContext
 
 from elsewhere.errors import ConfigError
 
 BACKLOG = 1024
+TLS_HANDSHAKE_TIMEOUT = 30.0
 
 
 async def listen(
-    factory: Callable[[], asyncio.BaseProtocol], host: str, port: int, what: str
+    factory: Callable[[], asyncio.BaseProtocol],
+    host: str,
+    port: int,
+    what: str,
+    ssl: SSLContext | None = None,
 ) -> asyncio.Server:
     loop = asyncio.get_running_loop()
     try:
-        return await loop.create_server(factory, host, port, reuse_address=True, backlog=BACKLOG)
+        return await loop.create_server(
+            factory,
+            host,
+            port,
+            reuse_address=True,
+            backlog=BACKLOG,
+            ssl=ssl,
+            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if ssl else None,
+        )
     except OSError as exc:
         raise ConfigError(_explain(exc, host, port, what)) from None
 

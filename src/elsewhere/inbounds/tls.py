@@ -1,0 +1,339 @@
+"""The TLS-family server: one TLS port that accepts Trojan and VLESS, told apart by their first
+bytes inside TLS, raw or inside a WebSocket (or Xray's httpupgrade) on a secret path; everything
+else — a wrong password or UUID, a wrong path, a browser, a scanner, a half-sent header — goes,
+with every byte it sent, to the fallback web server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from elsewhere.codecs import http_upgrade, trojan, vless, websocket
+from elsewhere.errors import ConfigError, ProtocolError
+from elsewhere.inbounds.base import register
+from elsewhere.inbounds.fallback import Fallback, make_fallback
+from elsewhere.relay import IdleTimer
+from elsewhere.session import Destination, Session
+from elsewhere.transports.layer import Layer, Pending
+from elsewhere.transports.tcp import listen
+from elsewhere.transports.websocket import WebSocketLayer
+from elsewhere.udp import NatTable, forward
+
+if TYPE_CHECKING:
+    from elsewhere.engine import Engine
+
+log = logging.getLogger("elsewhere.tls")
+
+# Longest we wait for a first request to make sense: an HTTP head with early data. Past it,
+# nothing of ours can still be coming, so the fallback gets it.
+MAX_UNDECIDED = http_upgrade.MAX_HEAD
+# A half-sent header waits this long before the fallback gets it (a browser's request is
+# complete in its first record; our clients send theirs whole too).
+DECIDE_TIMEOUT = 10.0
+
+Request = trojan.TrojanRequest[str] | vless.VlessRequest[str]
+
+
+@dataclass
+class Users:
+    """Trojan password hashes and VLESS UUIDs of one port, each to a user id."""
+
+    trojan: dict[bytes, str]
+    vless: dict[bytes, str]
+
+    @classmethod
+    def parse(cls, tag: str, options: Mapping[str, Any]) -> Users:
+        users = cls({}, {})
+        try:
+            for entry in options.get("trojan", ()):
+                users.trojan[trojan.password_hash(entry["password"])] = str(entry["id"])
+            for entry in options.get("vless", ()):
+                users.vless[vless.parse_uuid(entry["uuid"])] = str(entry["id"])
+        except KeyError as exc:
+            raise ConfigError(f'inbound "{tag}": every user needs {exc.args[0]}') from None
+        return users
+
+    def ids(self) -> set[str]:
+        return set(self.trojan.values()) | set(self.vless.values())
+
+
+class _Detect(asyncio.Protocol):
+    """Reads the first bytes (inside TLS, or inside the WebSocket) until they are a request of
+    ours or cannot become one."""
+
+    def __init__(self, inbound: TlsInbound, *, inner: bool = False) -> None:
+        self.inbound = inbound
+        self.engine = cast("Engine", inbound.engine)
+        self.inner = inner  # inside a WebSocket: only Trojan or VLESS may follow
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.timer: IdleTimer | None = None
+        self.decided = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.timer = IdleTimer(self.inbound.decide_timeout, self._give_up)
+
+    def data_received(self, data: bytes) -> None:
+        if self.decided:
+            return
+        self.buffer += data
+        try:
+            self._decide()
+        except Exception:  # a bug must not turn into a tell: serve the fallback
+            log.exception("while reading a first request")
+            self._fallback()
+
+    def eof_received(self) -> bool:
+        if not self.decided:
+            self._fallback(eof=True)
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def _give_up(self) -> None:
+        if not self.decided:
+            self._fallback()
+
+    def _decide(self) -> None:
+        buf = self.buffer
+        users = self.inbound.users
+        undecided = False
+        for parse, table in (
+            (trojan.parse_request, users.trojan),
+            (vless.parse_request, users.vless),
+        ):
+            if not table:
+                continue
+            try:
+                request = parse(buf, table)
+            except ProtocolError:
+                continue
+            if request is None:
+                undecided = True
+                continue
+            self._accept(request)
+            return
+        if not self.inner:
+            for path, upgrade in self.inbound.upgrades:
+                try:
+                    if upgrade == "ws":
+                        req = websocket.parse_handshake(buf, path=path, host=self.inbound.ws_host)
+                    else:
+                        req = http_upgrade.parse_request(buf, path=path, host=self.inbound.ws_host)
+                except ProtocolError:
+                    continue
+                if req is None:
+                    undecided = True
+                    continue
+                self._upgrade(req, upgrade)
+                return
+        if not undecided or len(buf) > MAX_UNDECIDED:
+            self._fallback()
+
+    def _stop_reading(self) -> asyncio.Transport:
+        transport = self.transport
+        assert transport is not None and self.timer is not None
+        self.decided = True
+        self.timer.cancel()
+        transport.pause_reading()
+        return transport
+
+    def _fallback(self, eof: bool = False) -> None:
+        transport = self._stop_reading()
+        self.engine.stats.probes += 1
+        if self.inner:
+            transport.close()  # a WebSocket on our path that carries nothing of ours
+            return
+        self.inbound.fallback.take(transport, bytes(self.buffer))
+
+    def _upgrade(self, request: http_upgrade.UpgradeRequest, kind: str) -> None:
+        transport = self._stop_reading()
+        rest = bytes(self.buffer[request.header_length :])
+        inner = _Detect(self.inbound, inner=True)
+        if kind == "ws":
+            key = request.websocket_key or ""
+            transport.write(websocket.accept_response(key, request.protocol))
+            layer: Layer = WebSocketLayer(client=False, upper=inner)
+        else:
+            transport.write(http_upgrade.upgrade_response(request.websocket_key))
+            layer = Layer(upper=inner)
+        transport.set_protocol(layer)
+        layer.connection_made(transport)
+        if request.early_data:
+            inner.data_received(request.early_data)
+        if rest:
+            layer.data_received(rest)
+        if not inner.decided:
+            transport.resume_reading()
+
+    def _accept(self, request: Request) -> None:
+        transport = self._stop_reading()
+        engine = self.engine
+        user = request.user
+        if not engine.admit(user):
+            self.decided = False
+            self._fallback()
+            return
+        initial = bytes(self.buffer[request.header_length :])
+        is_vless = isinstance(request, vless.VlessRequest)
+        session = Session(
+            self.inbound.tag,
+            request.destination,
+            request.network,
+            user=user,
+            source=transport.get_extra_info("peername"),
+        )
+        if request.network == "udp":
+            _StreamDatagrams(self.inbound, transport, session, is_vless, initial)
+            return
+        transport.set_protocol(Pending())
+        on_open = (lambda _remote: transport.write(vless.encode_response())) if is_vless else None
+        engine.spawn(engine.serve_tcp(session, transport, initial, on_open=on_open))
+
+
+class _StreamDatagrams(asyncio.Protocol):
+    """UDP carried inside the stream: Trojan frames each packet with its address, VLESS with
+    a length only (its destination is the request's)."""
+
+    def __init__(
+        self,
+        inbound: TlsInbound,
+        transport: asyncio.Transport,
+        session: Session,
+        is_vless: bool,
+        initial: bytes,
+    ) -> None:
+        self.inbound = inbound
+        self.engine = cast("Engine", inbound.engine)
+        self.transport = transport
+        self.session = session
+        self.is_vless = is_vless
+        self.decoder: trojan.UdpDecoder | vless.UdpDecoder = (
+            vless.UdpDecoder() if is_vless else trojan.UdpDecoder()
+        )
+        self.nat = NatTable(float(inbound.udp_timeout))
+        self.nat.start()
+        self.timer = IdleTimer(self.engine.idle_timeout, transport.close)
+        transport.set_protocol(self)
+        if is_vless:
+            transport.write(vless.encode_response())
+        if initial:
+            self.data_received(initial)
+        transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self.timer.active = True
+        decoder = self.decoder
+        decoder.feed(data)
+        try:
+            while (packet := decoder.next()) is not None:
+                if isinstance(packet, bytes):
+                    session, payload = self.session, packet
+                else:
+                    dest = packet.destination
+                    session = Session(
+                        self.session.inbound, dest, "udp", self.session.user, self.session.source
+                    )
+                    payload = packet.payload
+                route: Hashable = self.engine.router.route(session)
+                forward(self.engine, self.nat, route, session, payload, self._reply)
+        except ProtocolError:
+            self.transport.abort()
+
+    def _reply(self, payload: bytes, source: Destination) -> None:
+        self.timer.active = True
+        if self.transport.is_closing():
+            return
+        if self.is_vless:
+            self.transport.write(vless.encode_udp(payload))
+        else:
+            self.transport.write(trojan.encode_udp(source, payload))
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.timer.cancel()
+        self.nat.close()
+
+
+class TlsInbound:
+    def __init__(self, tag: str, options: Mapping[str, Any]) -> None:
+        self.tag = tag
+        self.host = options.get("listen", "0.0.0.0")
+        self.port = int(options.get("port", 443))
+        self.users = Users.parse(tag, options)
+        self.udp_timeout = float(options.get("udp_timeout", 60))
+        self.decide_timeout = float(options.get("decide_timeout", DECIDE_TIMEOUT))
+        self.upgrades: list[tuple[str, str]] = []
+        ws = options.get("websocket")
+        if ws:
+            self.upgrades.append((_path(tag, ws), "ws"))
+        hu = options.get("httpupgrade")
+        if hu:
+            self.upgrades.append((_path(tag, hu), "httpupgrade"))
+        self.ws_host: str | None = options.get("host")
+        self.fallback: Fallback = make_fallback(tag, options)
+        self.ssl: ssl.SSLContext | None = tls_context(tag, options)
+        self.engine: Engine | None = None
+        self.server: asyncio.Server | None = None
+
+    def set_users(self, users: Users) -> None:
+        """Swap the users (added or revoked while running); the engine closes revoked ones."""
+        self.users = users
+
+    async def start(self, engine: Engine) -> None:
+        self.engine = engine
+        what = f'tls inbound "{self.tag}"'
+        self.server = await listen(lambda: _Detect(self), self.host, self.port, what, ssl=self.ssl)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    def describe(self) -> str:
+        kinds = [k for k, t in (("trojan", self.users.trojan), ("vless", self.users.vless)) if t]
+        carriers = ["tls" if self.ssl else "tcp"] + [f"{k} {p}" for p, k in self.upgrades]
+        return f"{'+'.join(kinds) or 'no users'} over {', '.join(carriers)} {self.host}:{self.port}"
+
+
+def _path(tag: str, value: Any) -> str:
+    path = value.get("path") if isinstance(value, dict) else value
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ConfigError(f'inbound "{tag}": a WebSocket path must start with "/", like "/ws"')
+    return path
+
+
+def tls_context(tag: str, options: Mapping[str, Any]) -> ssl.SSLContext | None:
+    """`security = "none"` serves plain TCP (behind a CDN or a TLS-terminating proxy);
+    otherwise `cert` and `key` files."""
+    if options.get("security", "tls") == "none":
+        return None
+    cert, key = options.get("cert"), options.get("key")
+    if not cert or not key:
+        raise ConfigError(
+            f'inbound "{tag}": needs cert = "fullchain.pem" and key = "privkey.pem" '
+            '(or security = "none" behind a TLS-terminating proxy)'
+        )
+    try:
+        from elsewhere.transports.tls import server_context
+    except ImportError:  # pragma: no cover - until transports/tls.py lands
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.set_alpn_protocols(["http/1.1"])
+        try:
+            context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f'inbound "{tag}": cannot load {cert} / {key}: {exc}') from None
+        return context
+    return server_context(cert, key)
+
+
+register("tls")(TlsInbound)

@@ -1,0 +1,170 @@
+"""The TLS-family server: Trojan and VLESS raw, over WebSocket and httpupgrade; everything else
+to the fallback, byte for byte."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from pathlib import Path
+
+import pytest
+from tls_helpers import make_cert
+
+from elsewhere.codecs import http_upgrade, trojan, vless, websocket
+from elsewhere.config import from_mapping
+from elsewhere.engine import Engine
+from elsewhere.session import Destination
+
+UUID = "b831381d-6324-4d53-ad4f-8cda48b30811"
+PASSWORD = "trojan-secret"
+FALLBACK_PAGE = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\nfallback!"
+
+
+async def echo_server() -> tuple[asyncio.Server, int]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def fallback_server() -> tuple[asyncio.Server, int, list[bytes]]:
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.read(65536))
+        writer.write(FALLBACK_PAGE)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], seen
+
+
+def server_config(tmp: Path, fallback_port: int) -> dict:
+    cert, key = make_cert(tmp)
+    return {
+        "inbounds": [
+            {
+                "type": "tls",
+                "listen": "127.0.0.1",
+                "port": 0,
+                "cert": str(cert),
+                "key": str(key),
+                "trojan": [{"id": "tom", "password": PASSWORD}],
+                "vless": [{"id": "vera", "uuid": UUID}],
+                "websocket": {"path": "/ws-secret"},
+                "httpupgrade": {"path": "/hu-secret"},
+                "fallback": f"127.0.0.1:{fallback_port}",
+                "decide_timeout": 0.5,
+            }
+        ],
+        "outbounds": [{"type": "direct", "private": "allow"}],
+        "timeouts": {"idle": 5},
+    }
+
+
+def client_tls() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+async def open_tls(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(
+        "127.0.0.1", port, ssl=client_tls(), server_hostname="localhost"
+    )
+
+
+def first_bytes(kind: str, dest: Destination, payload: bytes) -> bytes:
+    if kind == "trojan":
+        return trojan.encode_request(
+            trojan.password_hash(PASSWORD), trojan.CMD_CONNECT, dest, payload
+        )
+    return vless.encode_request(vless.parse_uuid(UUID), vless.CMD_TCP, dest, payload)
+
+
+@pytest.fixture
+async def servers(tmp_path: Path):  # type: ignore[no-untyped-def]
+    echo, echo_port = await echo_server()
+    fallback, fallback_port, seen = await fallback_server()
+    async with echo, fallback, Engine(from_mapping(server_config(tmp_path, fallback_port))) as e:
+        yield e, e.inbounds[0].port, echo_port, seen
+
+
+@pytest.mark.parametrize("kind", ["trojan", "vless"])
+@pytest.mark.parametrize("carrier", ["tls", "ws", "httpupgrade"])
+async def test_client_reaches_echo(servers, kind: str, carrier: str) -> None:  # type: ignore[no-untyped-def]
+    engine, port, echo_port, seen = servers
+    reader, writer = await open_tls(port)
+    payload = b"hello through " + carrier.encode() + b" " * 3000
+    first = first_bytes(kind, Destination("127.0.0.1", echo_port), payload)
+    if carrier == "ws":
+        key = websocket.new_key()
+        writer.write(websocket.handshake_request("localhost", "/ws-secret", key, early_data=first))
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert websocket.parse_handshake_response(head, key) == len(head)
+        decoder = websocket.FrameDecoder(client=True)
+        got = b""
+        while len(got) < len(payload) + (2 if kind == "vless" else 0):
+            decoder.feed(await asyncio.wait_for(reader.read(65536), 5))
+            while (event := decoder.next_event()) is not None:
+                assert isinstance(event, websocket.Data)
+                got += event.payload
+    else:
+        if carrier == "httpupgrade":
+            key = websocket.new_key()
+            writer.write(http_upgrade.request_head("localhost", "/hu-secret", key) + first)
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101")
+        else:
+            writer.write(first)
+        want = len(payload) + (2 if kind == "vless" else 0)
+        got = await asyncio.wait_for(reader.readexactly(want), 5)
+    if kind == "vless":
+        assert got[:2] == vless.encode_response()
+        got = got[2:]
+    assert got == payload
+    writer.close()
+    assert seen == []
+    assert engine.stats.probes == 0
+
+
+@pytest.mark.parametrize(
+    "probe",
+    [
+        b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        b"GET /ws-wrong HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n",
+        trojan.password_hash("wrong") + b"\r\n\x01\x01\x7f\x00\x00\x01\x00\x50\r\n",
+        bytes(1) + bytes(16) + b"\x00\x01\x00\x50\x01\x7f\x00\x00\x01",
+        b"\x16\x03\x01garbage that is not anything",
+    ],
+    ids=["browser", "wrong-ws-path", "wrong-trojan-password", "wrong-vless-uuid", "garbage"],
+)
+async def test_strangers_get_the_fallback_with_every_byte(servers, probe: bytes) -> None:  # type: ignore[no-untyped-def]
+    engine, port, _, seen = servers
+    reader, writer = await open_tls(port)
+    writer.write(probe)
+    answer = await asyncio.wait_for(reader.read(-1), 5)
+    writer.close()
+    assert answer == FALLBACK_PAGE
+    assert seen == [probe]
+    assert engine.stats.probes == 1
+
+
+async def test_half_sent_header_goes_to_the_fallback_when_nothing_more_comes(servers) -> None:  # type: ignore[no-untyped-def]
+    engine, port, echo_port, seen = servers
+    reader, writer = await open_tls(port)
+    whole = first_bytes("trojan", Destination("127.0.0.1", echo_port), b"")
+    writer.write(whole[:40])
+    answer = await asyncio.wait_for(reader.read(-1), 5)
+    writer.close()
+    assert answer == FALLBACK_PAGE
+    assert seen == [whole[:40]]
