@@ -21,44 +21,10 @@ from elsewhere.control.links import AccessKey, parse_access_key
 from elsewhere.errors import ConfigError, ProtocolError
 from elsewhere.outbounds.base import DatagramReceiver, register
 from elsewhere.session import Destination, Session
-from elsewhere.transports.layer import CryptoLayer
+from elsewhere.transports.layer import CryptoLayer, HeaderLayer, stack
 
 CONNECT_TIMEOUT = 10.0
 HEADER_WAIT = 0.01  # Outline waits 10 ms for the first data before sending the header alone
-
-
-class _ClientLayer(CryptoLayer):
-    def __init__(self, encryptor: StreamEncryptor, decryptor: StreamDecryptor, header: bytes):
-        super().__init__(encryptor.encrypt, decryptor.decrypt)
-        self.header: bytes | None = header
-        self.timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.timer = asyncio.get_running_loop().call_later(HEADER_WAIT, self._flush_header)
-
-    def _flush_header(self) -> None:
-        self.timer = None
-        if self.header is not None and self.lower is not None and not self.lower.is_closing():
-            header, self.header = self.header, None
-            self.lower.write(self.encode(header))
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self.header is not None:
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
-            data, self.header = self.header + data, None
-        super().write(data)
-
-    def write_eof(self) -> None:
-        self._flush_header()
-        super().write_eof()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        super().connection_lost(exc)
 
 
 class _UdpFlow(asyncio.DatagramProtocol):
@@ -102,14 +68,13 @@ class ShadowsocksOutbound:
 
     async def open_tcp(self, session: Session) -> asyncio.Transport:
         loop = asyncio.get_running_loop()
-        layer = _ClientLayer(
-            StreamEncryptor(self.cipher, prefix=self.prefix),
-            StreamDecryptor(self.cipher),
-            encode_address(session.destination),
+        crypto = CryptoLayer(
+            StreamEncryptor(self.cipher, prefix=self.prefix).encrypt,
+            StreamDecryptor(self.cipher).decrypt,
         )
         async with asyncio.timeout(CONNECT_TIMEOUT):
-            await loop.create_connection(lambda: layer, self.key.host, self.key.port)
-        return layer
+            await loop.create_connection(lambda: crypto, self.key.host, self.key.port)
+        return stack(crypto, HeaderLayer(encode_address(session.destination), HEADER_WAIT))
 
     async def open_udp(self, session: Session, receive: DatagramReceiver) -> _UdpFlow:
         loop = asyncio.get_running_loop()

@@ -155,3 +155,64 @@ class CryptoLayer(Layer):
             return
         assert self.lower is not None
         self.lower.write(self.encode(data))  # type: ignore[arg-type]
+
+
+class HeaderLayer(Layer):
+    """Prepends a protocol's request header to the first write, so header and first data leave
+    in one packet (no telling first-packet length); if the upper side writes nothing for
+    `wait` seconds (a server-speaks-first protocol), the header goes alone."""
+
+    def __init__(
+        self, header: bytes, wait: float = 0.01, upper: asyncio.BaseProtocol | None = None
+    ) -> None:
+        super().__init__(upper)
+        self.header: bytes | None = header
+        self.wait = wait
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.timer = asyncio.get_running_loop().call_later(self.wait, self.flush_header)
+
+    def flush_header(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.header is not None and self.lower is not None and not self.lower.is_closing():
+            header, self.header = self.header, None
+            self.lower.write(header)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.header is not None:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            data, self.header = self.header + data, None
+        assert self.lower is not None
+        self.lower.write(data)
+
+    def write_eof(self) -> None:
+        self.flush_header()
+        super().write_eof()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        super().connection_lost(exc)
+
+
+def stack(lower: Layer, upper: Layer) -> Layer:
+    """Put `upper` on top of the already connected `lower`; returns `upper`. Whatever `lower`
+    received before (held by its Pending) goes up to `upper`, which keeps holding it."""
+    held = lower.get_protocol()
+    lower.set_protocol(upper)
+    upper.connection_made(lower)
+    if isinstance(held, Pending):
+        for chunk in held.chunks:
+            upper.data_received(chunk)
+        if held.eof:
+            upper.eof_received()
+        if held.lost:
+            upper.connection_lost(held.error)
+    return upper
