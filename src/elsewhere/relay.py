@@ -153,9 +153,12 @@ class Relay:
             self.close()
         elif end.peer.can_write_eof():
             end.peer.write_eof()
-        else:
-            # the other side has no half-close (TLS): ending the whole stream is all we can do
+        elif end.index == 1:
+            # the far side is done and the user's side cannot take a half-close (TLS under
+            # asyncio): the answer is complete, so end the whole stream
             self.close()
+        # else the user finished sending and the far side cannot take a half-close: keep the
+        # answer coming until the far side ends it or the stream goes idle (as Go proxies do)
 
     def end_lost(self, end: _End, exc: Exception | None) -> None:
         other = self.ends[1 - end.index]

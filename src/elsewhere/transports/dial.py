@@ -1,0 +1,150 @@
+"""Opening a client stream to a TLS-family server: TCP, then TLS (SNI, ALPN, optional
+certificate pin), then optionally a WebSocket or Xray httpupgrade handshake on a path. The
+stream that comes back is a layer whose protocol is a Pending, ready for the protocol header."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from elsewhere.codecs import http_upgrade, websocket
+from elsewhere.errors import AuthenticationError, ConfigError, ProtocolError
+from elsewhere.transports.layer import Layer, Pending, stack
+from elsewhere.transports.websocket import WebSocketLayer
+
+CONNECT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """How to reach the server, as share links and v2ray's streamSettings say it."""
+
+    security: str = "tls"  # "tls" or "none"
+    sni: str | None = None
+    alpn: tuple[str, ...] = ("http/1.1",)
+    insecure: bool = False  # no chain check (only with a pin, or in tests)
+    pin: str | None = None  # base64 SHA-256 of the server certificate's DER
+    network: str = "tcp"  # "tcp", "ws" or "httpupgrade"
+    path: str = "/"
+    host: str | None = None  # HTTP Host for ws/httpupgrade (defaults to the SNI or server)
+
+    @classmethod
+    def from_options(cls, tag: str, options: Mapping[str, Any]) -> StreamSettings:
+        network = options.get("network", options.get("type", "tcp"))
+        if network not in ("tcp", "ws", "httpupgrade"):
+            raise ConfigError(f'outbound "{tag}": network must be tcp, ws or httpupgrade')
+        security = options.get("security", "tls")
+        if security not in ("tls", "none"):
+            raise ConfigError(f'outbound "{tag}": security must be "tls" or "none"')
+        alpn = options.get("alpn", ("http/1.1",))
+        if isinstance(alpn, str):
+            alpn = tuple(a for a in alpn.split(",") if a)
+        return cls(
+            security=security,
+            sni=options.get("sni"),
+            alpn=tuple(alpn),
+            insecure=bool(options.get("insecure", False)),
+            pin=options.get("pin"),
+            network=network,
+            path=options.get("path", "/"),
+            host=options.get("host"),
+        )
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        if self.insecure or self.pin:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if self.alpn:
+            context.set_alpn_protocols(list(self.alpn))
+        return context
+
+
+def certificate_pin(der: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(der).digest()).decode("ascii")
+
+
+class _UpgradeWait(asyncio.Protocol):
+    """Reads the server's 101 before the stream is handed over."""
+
+    def __init__(self, key: str, websocket_mode: bool) -> None:
+        self.key = key
+        self.websocket_mode = websocket_mode
+        self.buffer = b""
+        self.done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        if self.done.done():
+            self.buffer += data
+            return
+        self.buffer += data
+        try:
+            if self.websocket_mode:
+                end = websocket.parse_handshake_response(self.buffer, self.key)
+            else:
+                response = http_upgrade.parse_response(self.buffer)
+                end = None if response is None else response.header_length
+        except ProtocolError as exc:
+            self.done.set_exception(exc)
+            return
+        if end is not None:
+            self.buffer = self.buffer[end:]
+            self.done.set_result(self.buffer)
+
+    def eof_received(self) -> bool:
+        if not self.done.done():
+            self.done.set_exception(ConnectionError("server closed before the upgrade"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc or ConnectionError("connection lost"))
+
+
+async def dial(settings: StreamSettings, host: str, port: int) -> Layer:
+    """A connected stream to the server, through TLS and the upgrade if configured."""
+    loop = asyncio.get_running_loop()
+    base = Layer()
+    use_tls = settings.security == "tls"
+    async with asyncio.timeout(CONNECT_TIMEOUT):
+        transport, _ = await loop.create_connection(
+            lambda: base,
+            host,
+            port,
+            ssl=settings.context() if use_tls else None,
+            server_hostname=(settings.sni or host) if use_tls else None,
+        )
+        try:
+            if use_tls and settings.pin:
+                sslobj = transport.get_extra_info("ssl_object")
+                der = sslobj.getpeercert(binary_form=True) if sslobj else None
+                if not der or certificate_pin(der) != settings.pin:
+                    raise AuthenticationError(
+                        f"server certificate of {host} does not match the pin"
+                    )
+            if settings.network == "tcp":
+                return base
+            key = websocket.new_key()
+            http_host = settings.host or settings.sni or host
+            wait = _UpgradeWait(key, settings.network == "ws")
+            base.set_protocol(wait)
+            if settings.network == "ws":
+                base.write(websocket.handshake_request(http_host, settings.path, key))
+            else:
+                base.write(http_upgrade.request_head(http_host, settings.path, key))
+            rest = await wait.done
+        except BaseException:
+            transport.abort()
+            raise
+    held = Pending()
+    base.set_protocol(held)
+    if rest:
+        held.chunks.append(rest)
+    if settings.network == "ws":
+        return stack(base, WebSocketLayer(client=True))
+    return base
