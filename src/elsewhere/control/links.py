@@ -278,3 +278,7 @@ def format_access_key(key: AccessKey) -> str:
     if handler is None:
         raise ConfigError(f"no link format for protocol {key.protocol!r}")
     return handler.format(key)
+
+
+# trojan:// and vless:// register themselves in SCHEMES (imported last: they build on the above)
+from elsewhere.control import links_tls  # noqa: E402, F401

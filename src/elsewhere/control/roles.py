@@ -202,14 +202,21 @@ async def run_server(
         await flusher.close()
 
 
-def client_config(key: AccessKey, listen: str, port: int, rules: list[dict[str, Any]]) -> Config:
-    from elsewhere.control.links import format_access_key as fmt
+def proxy_outbound(key: AccessKey) -> dict[str, Any]:
+    """The outbound that carries a client's traffic to the server of `key`."""
+    if key.protocol == "ss":
+        return {"type": "shadowsocks", "tag": "proxy", "key": format_access_key(key)}
+    from elsewhere.control.links_tls import outbound_options
 
+    return {**outbound_options(key), "tag": "proxy"}
+
+
+def client_config(key: AccessKey, listen: str, port: int, rules: list[dict[str, Any]]) -> Config:
     return from_mapping(
         {
             "inbounds": [{"type": "mixed", "tag": "mixed", "listen": listen, "port": port}],
             "outbounds": [
-                {"type": "shadowsocks", "tag": "proxy", "key": fmt(key)},
+                proxy_outbound(key),
                 {"type": "direct", "tag": "direct", "private": "allow"},
                 {"type": "block", "tag": "block"},
             ],

@@ -5,7 +5,6 @@ stream that comes back is a layer whose protocol is a Pending, ready for the pro
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import ssl
 from collections.abc import Mapping
@@ -28,7 +27,7 @@ class StreamSettings:
     sni: str | None = None
     alpn: tuple[str, ...] = ("http/1.1",)
     insecure: bool = False  # no chain check (only with a pin, or in tests)
-    pin: str | None = None  # base64 SHA-256 of the server certificate's DER
+    pin: str | None = None  # hex SHA-256 of the server certificate's DER (Xray's "pcs")
     network: str = "tcp"  # "tcp", "ws" or "httpupgrade"
     path: str = "/"
     host: str | None = None  # HTTP Host for ws/httpupgrade (defaults to the SNI or server)
@@ -66,7 +65,14 @@ class StreamSettings:
 
 
 def certificate_pin(der: bytes) -> str:
-    return base64.b64encode(hashlib.sha256(der).digest()).decode("ascii")
+    """The pin of a certificate as share links carry it (Xray's pinnedPeerCertSha256, link
+    parameter `pcs`): SHA-256 of the whole DER certificate, hex, as openssl prints it."""
+    return hashlib.sha256(der).hexdigest().upper()
+
+
+def same_pin(a: str, b: str) -> bool:
+    """Pins compare without case or the colons openssl puts between bytes."""
+    return a.replace(":", "").upper() == b.replace(":", "").upper()
 
 
 class _UpgradeWait(asyncio.Protocol):
@@ -123,7 +129,7 @@ async def dial(settings: StreamSettings, host: str, port: int) -> Layer:
             if use_tls and settings.pin:
                 sslobj = transport.get_extra_info("ssl_object")
                 der = sslobj.getpeercert(binary_form=True) if sslobj else None
-                if not der or certificate_pin(der) != settings.pin:
+                if not der or not same_pin(certificate_pin(der), settings.pin):
                     raise AuthenticationError(
                         f"server certificate of {host} does not match the pin"
                     )
