@@ -163,6 +163,24 @@ def test_aead_user_info_is_base64url_without_padding() -> None:
     assert "=" not in userinfo and "+" not in userinfo and "/" not in userinfo
 
 
+IPSK = "t+uk/Fup1H9GeQA9M+2omA=="
+UPSK = "8fxBYJbztKkTgtkMQi7pPw=="
+
+
+def test_multi_user_2022_key_percent_encodes_the_colon_between_ipsk_and_upsk() -> None:
+    multi = key(method="2022-blake3-aes-128-gcm", password=f"{IPSK}:{UPSK}")
+    link = format_ss(multi)
+    assert link.startswith(
+        "ss://2022-blake3-aes-128-gcm:t%2Buk%2FFup1H9GeQA9M%2B2omA%3D%3D%3A8fxBYJbztKkTgtkMQi7pPw"
+    )
+    assert parse_access_key(link) == multi
+
+
+def test_multi_user_2022_key_written_without_percent_encoding_is_read() -> None:
+    parsed = parse_access_key(f"ss://2022-blake3-aes-128-gcm:{IPSK}:{UPSK}@192.168.100.1:8888")
+    assert (parsed.method, parsed.password) == ("2022-blake3-aes-128-gcm", f"{IPSK}:{UPSK}")
+
+
 def test_repr_hides_the_password() -> None:
     assert "test" not in repr(key(password="test"))
 
