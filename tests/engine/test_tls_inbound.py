@@ -168,3 +168,36 @@ async def test_half_sent_header_goes_to_the_fallback_when_nothing_more_comes(ser
     writer.close()
     assert answer == FALLBACK_PAGE
     assert seen == [whole[:40]]
+
+
+def without_date(response: bytes) -> bytes:
+    return b"\r\n".join(line for line in response.split(b"\r\n") if not line.startswith(b"Date:"))
+
+
+@pytest.mark.parametrize(
+    "probe",
+    [
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        b"GET /nothing-here HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        trojan.password_hash(PASSWORD)[:30],  # half a Trojan header: nginx answers 400 at once
+        b"\x00" + bytes(10),
+    ],
+    ids=["index", "404", "half-trojan-header", "half-vless-header"],
+)
+async def test_decoy_fallback_answers_like_the_decoy_alone(tmp_path: Path, probe: bytes) -> None:
+    from elsewhere.codecs.decoy import DecoySite, default_content
+
+    config = server_config(tmp_path, 1)
+    config["inbounds"][0]["fallback"] = "decoy"
+    config["inbounds"][0]["decide_timeout"] = 30
+    async with Engine(from_mapping(config)) as engine:
+        reader, writer = await open_tls(engine.inbounds[0].port)  # type: ignore[attr-defined]
+        writer.write(probe)
+        answer = await asyncio.wait_for(reader.read(-1), 5)
+        writer.close()
+    alone = DecoySite(default_content(), now=0)
+    alone.feed(probe, 0)
+    expected = alone.data_to_send()
+    assert expected, "the decoy answers these at once"
+    assert without_date(answer) == without_date(expected)
+    assert engine.stats.probes == 1

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from elsewhere.codecs import http_upgrade, trojan, vless, websocket
+from elsewhere.codecs.decoy import default_content
 from elsewhere.errors import ConfigError, ProtocolError
 from elsewhere.inbounds.base import register
+from elsewhere.inbounds.decoy_site import would_answer
 from elsewhere.inbounds.fallback import Fallback, make_fallback
 from elsewhere.relay import IdleTimer
 from elsewhere.session import Destination, Session
@@ -134,7 +136,11 @@ class _Detect(asyncio.Protocol):
                     continue
                 self._upgrade(req, upgrade)
                 return
-        if not undecided or len(buf) > MAX_UNDECIDED:
+        if (
+            not undecided
+            or len(buf) > MAX_UNDECIDED
+            or (not self.inner and self.inbound.web_would_answer(buf))
+        ):
             self._fallback()
 
     def _stop_reading(self) -> asyncio.Transport:
@@ -281,9 +287,16 @@ class TlsInbound:
             self.upgrades.append((_path(tag, hu), "httpupgrade"))
         self.ws_host: str | None = options.get("host")
         self.fallback: Fallback = make_fallback(tag, options)
+        self.decoy_model = default_content()  # what a web server answers, for timing
         self.ssl: ssl.SSLContext | None = tls_context(tag, options)
         self.engine: Engine | None = None
         self.server: asyncio.Server | None = None
+
+    def web_would_answer(self, received: bytearray) -> bool:
+        """nginx answers at once (400) to a first byte no HTTP method starts with, and every
+        Trojan and VLESS prefix starts so: waiting for the rest of such a header would be a
+        tell, so the fallback gets it now."""
+        return would_answer(self.decoy_model, bytes(received))
 
     def set_users(self, users: Users) -> None:
         """Swap the users (added or revoked while running); the engine closes revoked ones."""

@@ -1,0 +1,79 @@
+"""The decoy web site on a live connection: an asyncio shell around codecs.decoy.DecoySite,
+which decides every byte and every close the way nginx would; this only moves bytes, reads the
+clock and keeps the one timer the site asks for."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from elsewhere.codecs.decoy import DecoyContent, DecoySite
+
+
+class DecoyProtocol(asyncio.Protocol):
+    def __init__(self, content: DecoyContent, transport: asyncio.Transport, received: bytes):
+        self.site = DecoySite(content, now=time.time())
+        self.transport = transport
+        self.timer: asyncio.TimerHandle | None = None
+        transport.set_protocol(self)
+        if received:
+            self.site.feed(received, time.time())
+        self._act()
+        if not self.site.closed:
+            transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self.site.feed(data, time.time())
+        self._act()
+
+    def eof_received(self) -> bool:
+        self.site.eof()
+        self._act()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _act(self) -> None:
+        site, transport = self.site, self.transport
+        if transport.is_closing():
+            return
+        out = site.data_to_send()
+        if out:
+            transport.write(out)
+        if site.closed:
+            transport.close()
+            return
+        if site.half_closed:
+            if not transport.can_write_eof():
+                # TLS under asyncio has no half-close; nginx's lingering close over TLS starts
+                # with close_notify too, which is what closing sends
+                transport.close()
+                return
+            transport.write_eof()  # lingering close: keep reading (and dropping) a while
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        deadline = site.deadline
+        if deadline is not None:
+            self.timer = asyncio.get_running_loop().call_later(
+                max(0.0, deadline - time.time()), self._expire
+            )
+
+    def _expire(self) -> None:
+        self.timer = None
+        deadline = self.site.deadline
+        if deadline is not None and deadline > time.time():
+            self._act()  # moved on since the timer was set
+            return
+        self.transport.close()
+
+
+def would_answer(content: DecoyContent, received: bytes) -> bool:
+    """Would a web server already answer (or hang up on) these bytes? Then a server that
+    waits for more of them has given itself away, and the fallback must take them now."""
+    site = DecoySite(content, now=time.time())
+    site.feed(received, time.time())
+    return site.closed or site.half_closed or bool(site.data_to_send())
