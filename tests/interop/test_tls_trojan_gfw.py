@@ -1,0 +1,109 @@
+"""Trojan against Debian's trojan-gfw 1.16 (the reference implementation), TCP and UDP: its
+client (forward mode, certificate checked) into our server, and our client into its server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from tls_peers import (
+    PASSWORD,
+    TROJAN_READY,
+    our_client,
+    our_server,
+    pin_of,
+    running,
+    tcp_echo,
+    tcp_round_trip,
+    trojan_forward,
+    trojan_server,
+    udp_echo,
+    udp_round_trips,
+    write_config,
+)
+
+from conftest import free_port
+from elsewhere.config import from_mapping
+from elsewhere.engine import Engine
+from elsewhere.session import Destination
+from engine.tls_helpers import make_cert
+
+# Needs the Debian package trojan (listed in .ci/apt-packages); never skipped.
+pytestmark = pytest.mark.interop
+
+NOWHERE = Destination("127.0.0.1", 9)  # fallback that no test here should reach
+PAYLOAD = os.urandom(1 << 20)
+DATAGRAMS = [b"first", os.urandom(1200), b"last"]
+
+
+async def test_trojan_gfw_client_reaches_our_server_over_tcp(tmp_path: Path) -> None:
+    cert, key = make_cert(tmp_path)
+    local = free_port()
+    async with tcp_echo() as echo, Engine(from_mapping(our_server(cert, key, NOWHERE))) as srv:
+        config = trojan_forward(local, Destination("127.0.0.1", echo), srv.inbounds[0].port, cert)
+        args = ["trojan", "-c", str(write_config(tmp_path, "client.json", config))]
+        async with running(args, tmp_path / "trojan.log", TROJAN_READY):
+            assert await tcp_round_trip(local, PAYLOAD) == PAYLOAD
+        assert srv.stats.probes == 0
+
+
+async def test_trojan_gfw_client_reaches_our_server_over_udp(tmp_path: Path) -> None:
+    cert, key = make_cert(tmp_path)
+    local = free_port()
+    async with udp_echo() as echo, Engine(from_mapping(our_server(cert, key, NOWHERE))) as srv:
+        config = trojan_forward(local, Destination("127.0.0.1", echo), srv.inbounds[0].port, cert)
+        args = ["trojan", "-c", str(write_config(tmp_path, "client.json", config))]
+        async with running(args, tmp_path / "trojan.log", TROJAN_READY):
+            assert await udp_round_trips(local, DATAGRAMS) == DATAGRAMS
+        assert srv.stats.probes == 0
+
+
+async def test_trojan_gfw_client_with_a_wrong_password_gets_our_fallback(tmp_path: Path) -> None:
+    cert, key = make_cert(tmp_path)
+    local = free_port()
+    seen: list[bytes] = []
+    page = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+
+    async def web(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"HTTP/1.1\r\n\r\n"))
+        writer.write(page)
+        writer.close()
+
+    fallback = await asyncio.start_server(web, "127.0.0.1", 0)
+    fallback_at = Destination("127.0.0.1", fallback.sockets[0].getsockname()[1])
+    async with fallback, Engine(from_mapping(our_server(cert, key, fallback_at))) as srv:
+        config = trojan_forward(local, Destination("127.0.0.1", 9), srv.inbounds[0].port, cert)
+        config["password"] = ["not-" + PASSWORD]
+        args = ["trojan", "-c", str(write_config(tmp_path, "client.json", config))]
+        async with running(args, tmp_path / "trojan.log", TROJAN_READY):
+            reader, writer = await asyncio.open_connection("127.0.0.1", local)
+            writer.write(b"GET / HTTP/1.1\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(-1), 5)
+            writer.close()
+    assert answer == page  # what the web server said, through the wrong tunnel
+    assert len(seen) == 1 and seen[0].endswith(b"GET / HTTP/1.1\r\n\r\n")
+    assert srv.stats.probes == 1
+
+
+async def test_our_client_reaches_trojan_gfw_server_over_tcp(tmp_path: Path) -> None:
+    cert, key = make_cert(tmp_path)
+    port = free_port()
+    config = trojan_server(port, NOWHERE, cert, key)
+    args = ["trojan", "-c", str(write_config(tmp_path, "server.json", config))]
+    async with tcp_echo() as echo, running(args, tmp_path / "trojan.log", TROJAN_READY):
+        ours = our_client("trojan", "tls", port, Destination("127.0.0.1", echo), pin_of(cert))
+        async with Engine(from_mapping(ours)) as client:
+            assert await tcp_round_trip(client.inbounds[0].port, PAYLOAD) == PAYLOAD
+
+
+async def test_our_client_reaches_trojan_gfw_server_over_udp(tmp_path: Path) -> None:
+    cert, key = make_cert(tmp_path)
+    port = free_port()
+    config = trojan_server(port, NOWHERE, cert, key)
+    args = ["trojan", "-c", str(write_config(tmp_path, "server.json", config))]
+    async with udp_echo() as echo, running(args, tmp_path / "trojan.log", TROJAN_READY):
+        ours = our_client("trojan", "tls", port, Destination("127.0.0.1", echo), pin_of(cert))
+        async with Engine(from_mapping(ours)) as client:
+            assert await udp_round_trips(client.inbounds[0].port, DATAGRAMS) == DATAGRAMS
