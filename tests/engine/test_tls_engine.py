@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import os
 import socket
+import ssl
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,8 @@ from test_tls_inbound import PASSWORD, UUID, echo_server, fallback_server, serve
 
 from elsewhere.config import from_mapping
 from elsewhere.engine import Engine
-from elsewhere.errors import AuthenticationError
-from elsewhere.transports.dial import StreamSettings, certificate_pin, dial
+from elsewhere.transports.dial import StreamSettings, dial
+from elsewhere.transports.tls import certificate_pin
 
 CARRIERS = {
     "tls": {},
@@ -106,7 +107,7 @@ async def test_certificate_pin_is_checked(tmp_path: Path) -> None:
         port = srv.inbounds[0].port  # type: ignore[attr-defined]
         stream = await dial(StreamSettings(sni="localhost", pin=good), "127.0.0.1", port)
         stream.close()
-        with pytest.raises(AuthenticationError, match="does not match the pin"):
+        with pytest.raises(ssl.SSLCertVerificationError, match="does not match the pin"):
             await dial(StreamSettings(sni="localhost", pin="AB" * 32), "127.0.0.1", port)
         with pytest.raises(OSError):  # no pin, no insecure: a self-signed chain is refused
             await dial(StreamSettings(sni="localhost"), "127.0.0.1", port)

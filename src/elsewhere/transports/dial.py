@@ -5,15 +5,15 @@ stream that comes back is a layer whose protocol is a Pending, ready for the pro
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from elsewhere.codecs import http_upgrade, websocket
-from elsewhere.errors import AuthenticationError, ConfigError, ProtocolError
+from elsewhere.errors import ConfigError, ProtocolError
 from elsewhere.transports.layer import Layer, Pending, stack
+from elsewhere.transports.tls import client_context
 from elsewhere.transports.websocket import WebSocketLayer
 
 CONNECT_TIMEOUT = 10.0
@@ -55,24 +55,9 @@ class StreamSettings:
         )
 
     def context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        if self.insecure or self.pin:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        if self.alpn:
-            context.set_alpn_protocols(list(self.alpn))
-        return context
-
-
-def certificate_pin(der: bytes) -> str:
-    """The pin of a certificate as share links carry it (Xray's pinnedPeerCertSha256, link
-    parameter `pcs`): SHA-256 of the whole DER certificate, hex, as openssl prints it."""
-    return hashlib.sha256(der).hexdigest().upper()
-
-
-def same_pin(a: str, b: str) -> bool:
-    """Pins compare without case or the colons openssl puts between bytes."""
-    return a.replace(":", "").upper() == b.replace(":", "").upper()
+        """Pinned (self-signed servers: the handshake fails on another certificate), verified
+        against the system's CAs, or, when a person asked for it, not verified at all."""
+        return client_context(sni_verify=not self.insecure, pin_sha256=self.pin, alpn=self.alpn)
 
 
 class _UpgradeWait(asyncio.Protocol):
@@ -126,13 +111,6 @@ async def dial(settings: StreamSettings, host: str, port: int) -> Layer:
             server_hostname=(settings.sni or host) if use_tls else None,
         )
         try:
-            if use_tls and settings.pin:
-                sslobj = transport.get_extra_info("ssl_object")
-                der = sslobj.getpeercert(binary_form=True) if sslobj else None
-                if not der or not same_pin(certificate_pin(der), settings.pin):
-                    raise AuthenticationError(
-                        f"server certificate of {host} does not match the pin"
-                    )
             if settings.network == "tcp":
                 return base
             key = websocket.new_key()
