@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from elsewhere.session import Destination
-from elsewhere.transports.dial import certificate_pin
+from elsewhere.transports.tls import certificate_pin
 
 TIMEOUT = 5.0
 UUID = "b831381d-6324-4d53-ad4f-8cda48b30811"
