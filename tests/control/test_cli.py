@@ -41,8 +41,19 @@ def assert_one_clear_line(result: subprocess.CompletedProcess[str], *words: str)
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["run"], ["server"], ["keys"], ["keys", "add"], ["keys", "list"], ["keys", "show"],
-     ["keys", "revoke"], ["keys", "limit"], ["client"], ["demo"]],
+    [
+        [],
+        ["run"],
+        ["server"],
+        ["keys"],
+        ["keys", "add"],
+        ["keys", "list"],
+        ["keys", "show"],
+        ["keys", "revoke"],
+        ["keys", "limit"],
+        ["client"],
+        ["demo"],
+    ],
 )
 def test_every_command_has_help(command: list[str]) -> None:
     result = run(*command, "--help")
@@ -136,9 +147,20 @@ async def test_server_first_run_key_works_and_revocation_takes_effect_live(
     port = free_port()
     home = ["--data-dir", str(tmp_path)]
     proc = await asyncio.create_subprocess_exec(
-        *ELSEWHERE, "server", *home, "--port", str(port), "--host", "127.0.0.1",
-        "--listen", "127.0.0.1", "--allow-private", "--idle-timeout", "2",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *ELSEWHERE,
+        "server",
+        *home,
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--listen",
+        "127.0.0.1",
+        "--allow-private",
+        "--idle-timeout",
+        "2",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         assert proc.stdout is not None
@@ -177,3 +199,72 @@ async def test_server_first_run_key_works_and_revocation_takes_effect_live(
         if proc.returncode is None:
             os.kill(proc.pid, signal.SIGKILL)
             await proc.wait()
+
+
+@pytest.mark.parametrize(
+    "key_args",
+    [
+        ["--protocol", "ss2022"],
+        ["--protocol", "trojan"],
+        ["--protocol", "vless", "--method", "ws"],
+        ["--method", "aes-128-gcm"],
+    ],
+    ids=["ss2022", "trojan-tls", "vless-ws-tls", "ss-aes128"],
+)
+async def test_a_key_added_to_a_running_server_works_from_its_link(
+    tmp_path: Path, key_args: list[str]
+) -> None:
+    from conftest import free_port
+
+    home = ["--data-dir", str(tmp_path)]
+    ports = [str(free_port()) for _ in range(3)]
+    proc = await asyncio.create_subprocess_exec(
+        *ELSEWHERE,
+        "server",
+        *home,
+        "--port",
+        ports[0],
+        "--port-2022",
+        ports[1],
+        "--port-tls",
+        ports[2],
+        "--host",
+        "127.0.0.1",
+        "--listen",
+        "127.0.0.1",
+        "--allow-private",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(20):
+            while b"ss://" not in await proc.stdout.readline():
+                pass
+        added = await asyncio.to_thread(run, "keys", "add", "someone", "--no-qr", *home, *key_args)
+        assert added.returncode == 0, added.stderr
+        link = next(w for w in added.stdout.split() if "://" in w)
+        key = parse_access_key(link)
+        site, site_port = await _page_server()
+        async with site, Engine(client_config(key, "127.0.0.1", 0, [])) as client:
+            proxy = client.inbounds[0].port  # type: ignore[attr-defined]
+            async with asyncio.timeout(10):
+                while True:  # the server picks the key up within its 2 s reload
+                    try:
+                        page = await asyncio.wait_for(
+                            fetch_via_socks5(proxy, "localhost", site_port), 3
+                        )
+                    except (TimeoutError, ConnectionError):
+                        page = b""
+                    if page.endswith(b"ok"):
+                        break
+                    await asyncio.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(10):
+                await proc.wait()
+        finally:
+            if proc.returncode is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                await proc.wait()

@@ -110,7 +110,20 @@ def cmd_server(args: argparse.Namespace) -> int:
     directory = roles.data_dir(args.data_dir)
     store = roles.open_store(directory)
     try:
-        settings, created = roles.prepare_server(store, args.port, args.host, args.listen)
+        files = (args.cert, args.key) if args.cert or args.key else None
+        if files is not None and not (args.cert and args.key):
+            raise ConfigError("give both --cert and --key (fullchain.pem and privkey.pem)")
+        settings, created = roles.prepare_server(
+            store,
+            args.port,
+            args.host,
+            args.listen,
+            port_ss2022=args.port_2022,
+            port_tls=args.port_tls,
+            data=directory,
+            cert=files,
+            domain=args.domain,
+        )
         settings.allow_private = args.allow_private
         if args.idle_timeout:
             settings.idle_timeout = args.idle_timeout
@@ -119,7 +132,9 @@ def cmd_server(args: argparse.Namespace) -> int:
             print(f"created {directory / roles.STORE_FILE} with a first key")
 
         def ready(engine: Any) -> None:
-            print(f"elsewhere server {__version__}: {engine.inbounds[0].describe()}")
+            print(f"elsewhere server {__version__}:")
+            for inbound in engine.inbounds:
+                print(f"  {inbound.describe()}")
             print(f"share link host: {settings.host} (change with --host)")
             for record in keys:
                 _print_key(store, record, qr=len(keys) <= 2)
@@ -145,7 +160,7 @@ def cmd_keys_add(args: argparse.Namespace) -> int:
     store = _store(args)
     try:
         limit = parse_size(args.limit) if args.limit else None
-        record = roles.add_key(store, args.name, args.method, limit)
+        record = roles.add_key(store, args.name, args.method, limit, protocol=args.protocol)
         _print_key(store, record, qr=not args.no_qr)
     finally:
         store.close()
@@ -275,6 +290,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port to listen on (remembered; first run picks one)")
     p.add_argument("--host", help="address or name clients use to reach this server (remembered)")
     p.add_argument("--listen", help="local address to bind (default 0.0.0.0, remembered)")
+    p.add_argument("--port-2022", type=int, help="Shadowsocks 2022 port (remembered)")
+    p.add_argument("--port-tls", type=int, help="Trojan/VLESS TLS port (remembered; 443 as root)")
+    p.add_argument("--cert", help="TLS certificate chain file (fullchain.pem)")
+    p.add_argument("--key", help="TLS private key file (privkey.pem)")
+    p.add_argument(
+        "--domain",
+        help="use certbot's or Caddy's certificate for this domain "
+        "(default: a self-signed one, pinned in the share links)",
+    )
     p.add_argument("--idle-timeout", type=float, help="seconds before a silent connection closes")
     p.add_argument(
         "--allow-private",
@@ -287,9 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("add", cmd_keys_add, "create a key and print its link and QR code", keys_sub)
     p.add_argument("name", help="who the key is for")
     p.add_argument(
+        "--protocol",
+        choices=["ss", "ss2022", "trojan", "vless"],
+        help="ss: Shadowsocks, for Outline and every Shadowsocks app (default); ss2022: "
+        "Shadowsocks 2022; trojan, vless: over TLS, for v2rayNG, Hiddify, sing-box, Shadowrocket",
+    )
+    p.add_argument(
         "--method",
-        default="chacha20-ietf-poly1305",
-        help="cipher (chacha20-ietf-poly1305, aes-256-gcm, aes-128-gcm)",
+        help="ss: chacha20-ietf-poly1305 (default), aes-256-gcm, aes-128-gcm, or a "
+        "2022-blake3-… method; trojan/vless: tcp (default) or ws",
     )
     p.add_argument("--limit", help="data limit, e.g. 50GB (default: none)")
     p.add_argument("--no-qr", action="store_true", help="print only the link")
@@ -310,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir(p)
 
     p = add("client", cmd_client, "connect with an access key and open a local proxy port")
-    p.add_argument("key", help="access key: ss://…")
+    p.add_argument("key", help="access key: ss://…, trojan://… or vless://…")
     p.add_argument("--listen", default="127.0.0.1", help="local address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=1080, help="local proxy port (default 1080)")
     p.add_argument(
