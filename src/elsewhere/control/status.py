@@ -29,7 +29,11 @@ def status_line(engine: Engine, server: str) -> str:
         state = f"cannot reach {server}"
     else:
         state = f"connected to {server}"
-    return f"{state} · {s.active} open · ↑ {human_bytes(up)} ↓ {human_bytes(down)}"
+    line = f"{state} · {s.active} open · ↑ {human_bytes(up)} ↓ {human_bytes(down)}"
+    watch = getattr(engine.outbounds.get("proxy"), "clock_watch", None)
+    if watch is not None and watch.suspect:
+        line += " · check the system clock: Shadowsocks 2022 needs it within 30 s"
+    return line
 
 
 async def show_status(engine: Engine, server: str, out: TextIO = sys.stderr) -> None:
