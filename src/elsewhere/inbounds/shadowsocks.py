@@ -154,8 +154,11 @@ class _Handshake(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # still ours, so it never proved a key (a session or the Drain would own it now):
+        # a probe too short or too slow to be found out, counted like the others
         if self.timer is not None:
             self.timer.cancel()
+        self.engine.stats.probes += 1
 
     def _start(self, destination: Destination, initial: bytes) -> None:
         transport, key, decryptor = self.transport, self.key, self.decryptor

@@ -117,8 +117,10 @@ class _Handshake(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # still ours, so it never proved a key: a probe too short or slow to be found out
         if self.timer is not None:
             self.timer.cancel()
+        self.engine.stats.probes += 1
 
     def _start(self, request: Request, initial: bytes) -> None:
         transport, timer, codec = self.transport, self.timer, self.codec
