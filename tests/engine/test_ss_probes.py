@@ -304,13 +304,6 @@ async def test_the_idle_timeout_runs_from_the_probes_last_byte_not_its_first(sit
     assert misbehaving(reactions, silent_and_closed_on_idle) == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="inbounds/shadowsocks.py counts a probe only when a parse fails (_unmask); a probe "
-    "shorter than salt+18 bytes, or a truncated header, is closed by the timer or its EOF "
-    "without stats.probes += 1",
-)
 @methods
 async def test_every_probe_is_counted(method: str, site: Site) -> None:
     async with Engine(from_mapping(server_config(method))) as server:
