@@ -110,6 +110,16 @@ def cmd_server(args: argparse.Namespace) -> int:
     directory = roles.data_dir(args.data_dir)
     store = roles.open_store(directory)
     try:
+        acme = None
+        if args.acme:
+            from elsewhere.control.acme import LETS_ENCRYPT, AcmeSettings
+
+            acme = AcmeSettings(
+                (args.acme,),
+                directory=args.acme_directory or LETS_ENCRYPT,
+                email=args.acme_email,
+                ca_file=args.acme_ca,
+            )
         files = (args.cert, args.key) if args.cert or args.key else None
         if files is not None and not (args.cert and args.key):
             raise ConfigError("give both --cert and --key (fullchain.pem and privkey.pem)")
@@ -123,7 +133,9 @@ def cmd_server(args: argparse.Namespace) -> int:
             data=directory,
             cert=files,
             domain=args.domain,
+            acme=acme,
         )
+        settings.http_port = args.http_port
         settings.allow_private = args.allow_private
         if args.idle_timeout:
             settings.idle_timeout = args.idle_timeout
@@ -298,6 +310,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--domain",
         help="use certbot's or Caddy's certificate for this domain "
         "(default: a self-signed one, pinned in the share links)",
+    )
+    p.add_argument(
+        "--acme",
+        metavar="DOMAIN",
+        help="get (and renew) a certificate for DOMAIN "
+        "over ACME http-01; port 80 must reach this server",
+    )
+    p.add_argument("--acme-directory", help="ACME directory URL (default: Let's Encrypt)")
+    p.add_argument("--acme-email", help="contact address for the ACME account")
+    p.add_argument("--acme-ca", help="CA file to trust the ACME server's own HTTPS (test CAs)")
+    p.add_argument(
+        "--http-port", type=int, default=80, help="port for the ACME http-01 answers (default 80)"
     )
     p.add_argument("--idle-timeout", type=float, help="seconds before a silent connection closes")
     p.add_argument(

@@ -21,6 +21,13 @@ from elsewhere.codecs.ss2022 import generate_psk
 from elsewhere.codecs.trojan import password_hash as trojan_hash
 from elsewhere.codecs.vless import parse_uuid
 from elsewhere.config import Config, from_mapping
+from elsewhere.control.acme import (
+    AcmeSettings,
+    ChallengeResponder,
+    certificate_files,
+    ensure,
+    keep_renewed,
+)
 from elsewhere.control.certs import load_certificate_files, self_signed
 from elsewhere.control.links import AccessKey, format_access_key
 from elsewhere.engine import Engine
@@ -183,6 +190,9 @@ class ServerSettings:
     allow_private: bool = False
     cert: str | None = None
     key: str | None = None
+    acme: AcmeSettings | None = None
+    http_port: int = 80  # where the ACME http-01 answers are served
+    data: Path | None = None
 
 
 def prepare_server(
@@ -196,6 +206,7 @@ def prepare_server(
     data: Path | None = None,
     cert: tuple[str, str] | None = None,
     domain: str | None = None,
+    acme: AcmeSettings | None = None,
 ) -> tuple[ServerSettings, list[KeyRecord]]:
     """First run: pick ports, remember the host, create a first key and (unless certificate
     files or a domain with certbot's or Caddy's files are given) a self-signed certificate
@@ -221,7 +232,14 @@ def prepare_server(
         port_ss2022=int(store.get_setting("port_ss2022") or 0),
         port_tls=int(store.get_setting("port_tls") or 0),
     )
-    if data is not None:
+    settings.data = data
+    if acme is not None:
+        # the certificate is obtained when the server starts (run_server), over http-01
+        files = certificate_files(data or Path("."), acme.domains[0])
+        settings.cert, settings.key, settings.acme = str(files.cert), str(files.key), acme
+        store.set_setting("tls_name", acme.domains[0])
+        store.set_setting("tls_pin", None)
+    elif data is not None:
         settings.cert, settings.key = certificate(store, data, settings.host, cert, domain)
     return settings, created
 
@@ -328,6 +346,16 @@ async def run_server(
 ) -> None:
     """Serve until `stop` is set (or forever): keys come from the store, and keys added or
     revoked by `elsewhere keys` in another process take effect within two seconds."""
+    renewals: asyncio.Task[None] | None = None
+    responder_server: asyncio.Server | None = None
+    if settings.acme is not None:
+        responder = ChallengeResponder()
+        responder_server = await responder.serve(settings.listen, settings.http_port)
+        data = settings.data or Path(".")
+        await ensure(settings.acme, data, responder)
+        renewals = asyncio.get_running_loop().create_task(
+            keep_renewed(settings.acme, data, responder)
+        )
     meter = UsageMeter()
     flusher = UsageFlusher(meter, store)
     await flusher.start()
@@ -353,6 +381,10 @@ async def run_server(
                 known = current
     finally:
         await flusher.close()
+        if renewals is not None:
+            renewals.cancel()
+        if responder_server is not None:
+            responder_server.close()
 
 
 def proxy_outbound(key: AccessKey) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from elsewhere.relay import IdleTimer
 from elsewhere.session import Destination, Session
 from elsewhere.transports.layer import Layer, Pending
 from elsewhere.transports.tcp import listen
+from elsewhere.transports.tls import ServerCertificate
 from elsewhere.transports.websocket import WebSocketLayer
 from elsewhere.udp import NatTable, forward
 
@@ -336,17 +337,8 @@ def tls_context(tag: str, options: Mapping[str, Any]) -> ssl.SSLContext | None:
             f'inbound "{tag}": needs cert = "fullchain.pem" and key = "privkey.pem" '
             '(or security = "none" behind a TLS-terminating proxy)'
         )
-    try:
-        from elsewhere.transports.tls import server_context
-    except ImportError:  # pragma: no cover - until transports/tls.py lands
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.set_alpn_protocols(["http/1.1"])
-        try:
-            context.load_cert_chain(cert, key)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f'inbound "{tag}": cannot load {cert} / {key}: {exc}') from None
-        return context
-    return server_context(cert, key)
+    # follows the files: a certbot, Caddy or ACME renewal is served without a restart
+    return ServerCertificate(cert, key).context
 
 
 register("tls")(TlsInbound)
