@@ -53,7 +53,7 @@ def client_config(server_port: int, dest_port: int, method: str, password: str =
 
 @pytest.mark.parametrize("method", METHODS)
 async def test_tcp_through_shadowsocks_is_byte_exact_and_counted_per_key(method: str) -> None:
-    sink, sink_port, results = await sink_server()
+    sink, sink_port, _results = await sink_server()
     counted: dict[str, list[int]] = {}
 
     class Meter:

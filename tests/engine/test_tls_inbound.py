@@ -160,7 +160,7 @@ async def test_strangers_get_the_fallback_with_every_byte(servers, probe: bytes)
 
 
 async def test_half_sent_header_goes_to_the_fallback_when_nothing_more_comes(servers) -> None:  # type: ignore[no-untyped-def]
-    engine, port, echo_port, seen = servers
+    _engine, port, echo_port, seen = servers
     reader, writer = await open_tls(port)
     whole = first_bytes("trojan", Destination("127.0.0.1", echo_port), b"")
     writer.write(whole[:40])

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from interop.test_acme_pebble import DOMAINS, Pebble, pebble  # noqa: F401 (fixture)
 
 from conftest import free_port
 from elsewhere.control.links import parse_access_key
+from interop.test_acme_pebble import DOMAINS, Pebble, pebble  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.interop
 
@@ -59,7 +59,7 @@ async def test_server_obtains_and_serves_an_acme_certificate(
             while b"ss://" not in (line := await proc.stdout.readline()):
                 assert line, "server exited before printing its keys"
         trust = ssl.create_default_context(cadata=pebble.root().decode())
-        reader, writer = await asyncio.open_connection(
+        _reader, writer = await asyncio.open_connection(
             "127.0.0.1", tls_port, ssl=trust, server_hostname=domain
         )
         names = writer.get_extra_info("peercert")["subjectAltName"]

@@ -1,7 +1,6 @@
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-import pytest
 
 from elsewhere.codecs.address import NeedMoreData, decode_address, encode_address
 from elsewhere.errors import ProtocolError
@@ -22,7 +21,9 @@ def test_domain_keeps_its_name_unresolved() -> None:
     assert raw == b"\x03\x0dinstagram.com\x01\xbb"
 
 
-@pytest.mark.parametrize("raw", [b"", b"\x01\x01\x02", b"\x03", b"\x03\x05abc", b"\x04" + bytes(10)])
+@pytest.mark.parametrize(
+    "raw", [b"", b"\x01\x01\x02", b"\x03", b"\x03\x05abc", b"\x04" + bytes(10)]
+)
 def test_truncated_address_asks_for_more(raw: bytes) -> None:
     with pytest.raises(NeedMoreData):
         decode_address(raw)

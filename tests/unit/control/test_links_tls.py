@@ -1,7 +1,6 @@
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-import pytest
 
 from elsewhere.control.links import AccessKey, format_access_key, parse_access_key
 from elsewhere.control.links_tls import outbound_options
