@@ -50,6 +50,7 @@ class Row:
     ttfb: list[float] = field(default_factory=list)
     ttfb_errors: int = 0
     idle: dict[str, Any] = field(default_factory=dict)
+    load: list[float] = field(default_factory=list)  # 1-minute load average at each iperf3 run
 
 
 class Deadline(Exception):
@@ -109,7 +110,8 @@ def main() -> int:
     out = Path(args.json) if args.json else RESULTS / f"bench-{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nJSON: {out}\nlogs: {workdir}")
+    out.with_suffix(".md").write_text(markdown(report))
+    print(f"\nJSON: {out} (table in {out.with_suffix('.md').name})\nlogs: {workdir}")
     return 0
 
 
@@ -215,6 +217,7 @@ def throughput(
         "5000",
     ] + (["-R"] if direction == "down" else [])
     pids = row.transport.pids
+    row.load.append(os.getloadavg()[0])
     cpu_before = sum(cpu_seconds(p) for p in pids)
     try:
         done = lab.run(lab.client, argv, timeout=seconds + 30)
@@ -310,6 +313,7 @@ def summarise(
             "cpu_s_per_gb_up": per_gb(row.cpu["up"], row.bytes["up"]) if t.pids else None,
             "cpu_s_per_gb_down": per_gb(row.cpu["down"], row.bytes["down"]) if t.pids else None,
             "idle": row.idle or None,
+            "load_during_throughput": row.load,
             "errors": row.errors,
             "versions": t.versions(),
         }
@@ -337,14 +341,15 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
             "peer": peer,
             "throughput_vs_peer_up": ratio(a["mbps_up"], b["mbps_up"]),
             "throughput_vs_peer_down": ratio(a["mbps_down"], b["mbps_down"]),
-            "throughput_ok": bool(a["mbps_up"] and b["mbps_up"] and a["mbps_up"] >= b["mbps_up"]),
+            "throughput_ok": all(a[k] >= b[k] for k in ("mbps_up", "mbps_down") if a[k] and b[k])
+            and bool(a["mbps_up"] and b["mbps_up"]),
             "added_ttfb_ok": _le(a["added_ttfb_ms_median"], b["added_ttfb_ms_median"]),
             "rss_ok": _le((a["idle"] or {}).get("kib_per_tunnel"), TARGET_RSS_KIB),
         }
     return out
 
 
-def print_table(report: dict[str, Any]) -> None:
+def table(report: dict[str, Any]) -> list[list[str]]:
     head = [
         "transport",
         "up Mbit/s",
@@ -369,15 +374,23 @@ def print_table(report: dict[str, Any]) -> None:
                 fmt((r["idle"] or {}).get("kib_per_tunnel")),
             ]
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    return lines
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = table(report)
+    rows = ["| " + " | ".join(line) + " |" for line in lines]
+    rows.insert(1, "| " + " | ".join(["---"] + ["---:"] * (len(lines[0]) - 1)) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def print_table(report: dict[str, Any]) -> None:
+    lines = table(report)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     print()
     for n, line in enumerate(lines):
-        print(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(line, widths, strict=True))
-            )
-        )
+        cells = zip(line, widths, strict=True)
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(cells)))
         if n == 0:
             print("  ".join("-" * w for w in widths))
     print(
