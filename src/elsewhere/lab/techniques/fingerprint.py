@@ -1,0 +1,52 @@
+"""fingerprint: reset TLS connections whose ClientHello has a blocked JA3 or JA4 fingerprint.
+Censors and CDNs single out tool-made handshakes this way (Frolov and Wustrow, "The use of TLS
+in Censorship Circumvention", NDSS 2019; Iran's and Russia's blocking of non-browser TLS
+stacks, net4people/bbs#220). By default it blocks Python's own `ssl` ClientHello, computed at
+start from this very interpreter, so a lab client written with plain `ssl` is caught."""
+
+from __future__ import annotations
+
+import ssl
+
+from elsewhere.lab.clienthello import ja3, ja4, parse_client_hello, python_default_hello
+from elsewhere.lab.flows import Flow
+from elsewhere.lab.packet import Packet
+from elsewhere.lab.policy import CensorConfig
+from elsewhere.lab.techniques import Action, BaseTechnique, Context, Decision
+
+# OpenSSL pads a ClientHello that would be 256-511 bytes long (RFC 7685), so the extension list
+# depends on the SNI's length: sample enough lengths to meet every variant.
+SNI_LENGTHS = range(1, 200, 3)
+
+
+def python_fingerprints() -> frozenset[str]:
+    """JA3 and JA4 of `ssl.create_default_context()` hellos, for every padding variant."""
+    found: set[str] = set()
+    labels = ".".join(["a" * 9] * 40)  # DNS labels stay under 63 bytes
+    context = ssl.create_default_context()
+    for length in SNI_LENGTHS:
+        name = labels[:length].strip(".") + ".test"
+        hello = parse_client_hello(python_default_hello(name, context))
+        found.update((ja3(hello), ja4(hello)))
+    return frozenset(found)
+
+
+class Fingerprint(BaseTechnique):
+    name = "fingerprint"
+
+    def __init__(self, config: CensorConfig) -> None:
+        super().__init__(config)
+        self.blocked = frozenset(config.blocked_fingerprints) or python_fingerprints()
+
+    def inspect(self, packet: Packet, flow: Flow, upstream: bool, ctx: Context) -> Decision | None:
+        hello = flow.client_hello() if upstream and packet.payload else None
+        if hello is None:
+            return None
+        for name, value in (("JA4", ja4(hello)), ("JA3", ja3(hello))):
+            if value in self.blocked:
+                return self.decide(Action.RESET, f"{name} {value} is blocked")
+        return None
+
+
+def technique(config: CensorConfig) -> Fingerprint:
+    return Fingerprint(config)

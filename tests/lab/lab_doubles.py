@@ -1,0 +1,108 @@
+"""Test doubles for the lab: small TCP servers living in the `server` namespace, run by threads
+of the test process (sockets made inside the namespace), and payload makers."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import socket
+import threading
+from collections.abc import Callable
+
+from elsewhere.lab import plan
+from elsewhere.lab.techniques.fet_gfw import exemption
+from elsewhere.lab.topology import Lab
+
+Handler = Callable[[socket.socket], None]
+READ_SIZE = 65536
+
+
+class TcpDouble:
+    """Listens on plan.SERVER:port inside `server`; each connection gets `handler` in a thread."""
+
+    def __init__(self, lab: Lab, port: int, handler: Handler) -> None:
+        self.port = port
+        self.handler = handler
+        self.listener = lab.socket("server")
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((plan.SERVER, port))
+        self.listener.listen(128)
+        self.connections: list[socket.socket] = []
+        self.accepted = 0
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            self.accepted += 1
+            self.connections.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            self.handler(conn)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        self.listener.close()
+        for conn in self.connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+        self.thread.join(2)
+
+    def __enter__(self) -> TcpDouble:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def echo(conn: socket.socket) -> None:
+    while data := conn.recv(READ_SIZE):
+        conn.sendall(data)
+
+
+def read_forever(conn: socket.socket) -> None:
+    """Swallow everything and never answer (what a well-behaved proxy does with garbage)."""
+    while conn.recv(READ_SIZE):
+        pass
+
+
+def close_after(threshold: int) -> Handler:
+    """Read until `threshold` bytes arrived, then close: a server that gives itself away."""
+
+    def handler(conn: socket.socket) -> None:
+        seen = 0
+        while seen < threshold:
+            data = conn.recv(READ_SIZE)
+            if not data:
+                return
+            seen += len(data)
+        conn.close()
+
+    return handler
+
+
+def encrypted_looking(rng: random.Random, size: int = 200) -> bytes:
+    """Random bytes that no fet_gfw exemption spares (what a fully encrypted first packet is)."""
+    while True:
+        payload = rng.randbytes(size)
+        if exemption(payload) is None:
+            return payload
+
+
+def exchange(lab: Lab, port: int, payload: bytes, timeout: float = 1.0) -> bytes | None:
+    """Connect from `client` to the server's `port`, send `payload`, return the first reply;
+    None when the connection could not be made or nothing came back in time."""
+    try:
+        with lab.connect("client", plan.SERVER, port, timeout=timeout) as sock:
+            sock.sendall(payload)
+            return sock.recv(READ_SIZE)
+    except OSError:
+        return None
