@@ -3,15 +3,18 @@ of the test process (sockets made inside the namespace), and payload makers."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 import socket
 import threading
 from collections.abc import Callable
 
+from elsewhere.codecs.address import encode_address
 from elsewhere.lab import plan
 from elsewhere.lab.techniques.fet_gfw import exemption
 from elsewhere.lab.topology import Lab
+from elsewhere.session import Destination
 
 Handler = Callable[[socket.socket], None]
 READ_SIZE = 65536
@@ -106,3 +109,36 @@ def exchange(lab: Lab, port: int, payload: bytes, timeout: float = 1.0) -> bytes
             return sock.recv(READ_SIZE)
     except OSError:
         return None
+
+
+async def socks_exchange(
+    lab: Lab, proxy_port: int, destination: Destination, request: bytes, timeout: float
+) -> bytes | None:
+    """Through the SOCKS5 proxy on 127.0.0.1:`proxy_port` in `client` (RFC 1928, no auth):
+    CONNECT to `destination`, send `request`, return the first bytes of the answer, or None
+    when nothing came back within `timeout` seconds."""
+    sock = lab.socket("client")
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            await loop.sock_connect(sock, ("127.0.0.1", proxy_port))
+            reader, writer = await asyncio.open_connection(sock=sock)
+            writer.write(b"\x05\x01\x00")
+            if await reader.readexactly(2) != b"\x05\x00":
+                return None
+            writer.write(b"\x05\x01\x00" + encode_address(destination))
+            reply = await reader.readexactly(4)
+            if reply[1] != 0:
+                return None
+            await reader.readexactly({1: 4, 4: 16}.get(reply[3], 0) + 2)  # bound address
+            writer.write(request)
+            return await reader.read(READ_SIZE) or None
+    except (TimeoutError, OSError, asyncio.IncompleteReadError):
+        return None
+    finally:
+        if writer is not None:
+            writer.close()
+        else:
+            sock.close()
