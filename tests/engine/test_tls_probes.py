@@ -22,7 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from tls_helpers import make_cert
+from test_tls_inbound import PASSWORD
+from test_tls_inbound import server_config as inbound_server_config
 
 from conftest import free_port
 from elsewhere.codecs import http_upgrade, trojan, vless, websocket
@@ -31,8 +32,6 @@ from elsewhere.config import from_mapping
 from elsewhere.engine import Engine
 from elsewhere.session import Destination
 
-PASSWORD = "probe-test-password"
-UUID = "0f8fb2c6-2f55-4d7b-9c1e-5b8a4f0a3e21"
 WS_PATH, HU_PATH, WS_HOST = "/ws-secret", "/hu-secret", "cdn.example.test"
 TIMEOUT = 5.0
 # The fallback alone has said all it will for now once it stays quiet this long (its answers
@@ -291,26 +290,11 @@ async def straight_to(port: int, probe: Probe) -> Seen:
 
 
 def server_config(tmp: Path, fallback: str) -> dict:
-    cert, key = make_cert(tmp)
-    return {
-        "inbounds": [
-            {
-                "type": "tls",
-                "listen": "127.0.0.1",
-                "port": 0,
-                "cert": str(cert),
-                "key": str(key),
-                "trojan": [{"id": "tom", "password": PASSWORD}],
-                "vless": [{"id": "vera", "uuid": UUID}],
-                "websocket": {"path": WS_PATH},
-                "httpupgrade": {"path": HU_PATH},
-                "host": WS_HOST,
-                "fallback": fallback,
-                "decide_timeout": DECIDE_TIMEOUT,
-            }
-        ],
-        "outbounds": [{"type": "direct", "private": "allow"}],
-    }
+    """test_tls_inbound's server (both protocols, WS_PATH and HU_PATH), for WS_HOST only, with
+    `fallback` behind it."""
+    config = inbound_server_config(tmp, 0)
+    config["inbounds"][0].update(host=WS_HOST, fallback=fallback, decide_timeout=DECIDE_TIMEOUT)
+    return config
 
 
 async def compare_all(

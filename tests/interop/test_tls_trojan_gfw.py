@@ -4,23 +4,20 @@ client (forward mode, certificate checked) into our server, and our client into 
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import pytest
 from tls_peers import (
     PASSWORD,
     TROJAN_READY,
+    echo,
     our_client,
     our_server,
     pin_of,
+    round_trip,
     running,
-    tcp_echo,
-    tcp_round_trip,
     trojan_forward,
     trojan_server,
-    udp_echo,
-    udp_round_trips,
     write_config,
 )
 
@@ -34,29 +31,18 @@ from engine.tls_helpers import make_cert
 pytestmark = pytest.mark.interop
 
 NOWHERE = Destination("127.0.0.1", 9)  # fallback that no test here should reach
-PAYLOAD = os.urandom(1 << 20)
-DATAGRAMS = [b"first", os.urandom(1200), b"last"]
+networks = pytest.mark.parametrize("network", ["tcp", "udp"])
 
 
-async def test_trojan_gfw_client_reaches_our_server_over_tcp(tmp_path: Path) -> None:
+@networks
+async def test_trojan_gfw_client_reaches_our_server(tmp_path: Path, network: str) -> None:
     cert, key = make_cert(tmp_path)
     local = free_port()
-    async with tcp_echo() as echo, Engine(from_mapping(our_server(cert, key, NOWHERE))) as srv:
-        config = trojan_forward(local, Destination("127.0.0.1", echo), srv.inbounds[0].port, cert)
+    async with echo(network) as target, Engine(from_mapping(our_server(cert, key, NOWHERE))) as srv:
+        config = trojan_forward(local, Destination("127.0.0.1", target), srv.inbounds[0].port, cert)
         args = ["trojan", "-c", str(write_config(tmp_path, "client.json", config))]
         async with running(args, tmp_path / "trojan.log", TROJAN_READY):
-            assert await tcp_round_trip(local, PAYLOAD) == PAYLOAD
-        assert srv.stats.probes == 0
-
-
-async def test_trojan_gfw_client_reaches_our_server_over_udp(tmp_path: Path) -> None:
-    cert, key = make_cert(tmp_path)
-    local = free_port()
-    async with udp_echo() as echo, Engine(from_mapping(our_server(cert, key, NOWHERE))) as srv:
-        config = trojan_forward(local, Destination("127.0.0.1", echo), srv.inbounds[0].port, cert)
-        args = ["trojan", "-c", str(write_config(tmp_path, "client.json", config))]
-        async with running(args, tmp_path / "trojan.log", TROJAN_READY):
-            assert await udp_round_trips(local, DATAGRAMS) == DATAGRAMS
+            await round_trip(network, local)
         assert srv.stats.probes == 0
 
 
@@ -87,23 +73,13 @@ async def test_trojan_gfw_client_with_a_wrong_password_gets_our_fallback(tmp_pat
     assert srv.stats.probes == 1
 
 
-async def test_our_client_reaches_trojan_gfw_server_over_tcp(tmp_path: Path) -> None:
+@networks
+async def test_our_client_reaches_trojan_gfw_server(tmp_path: Path, network: str) -> None:
     cert, key = make_cert(tmp_path)
     port = free_port()
     config = trojan_server(port, NOWHERE, cert, key)
     args = ["trojan", "-c", str(write_config(tmp_path, "server.json", config))]
-    async with tcp_echo() as echo, running(args, tmp_path / "trojan.log", TROJAN_READY):
-        ours = our_client("trojan", "tls", port, Destination("127.0.0.1", echo), pin_of(cert))
+    async with echo(network) as target, running(args, tmp_path / "trojan.log", TROJAN_READY):
+        ours = our_client("trojan", "tls", port, Destination("127.0.0.1", target), pin_of(cert))
         async with Engine(from_mapping(ours)) as client:
-            assert await tcp_round_trip(client.inbounds[0].port, PAYLOAD) == PAYLOAD
-
-
-async def test_our_client_reaches_trojan_gfw_server_over_udp(tmp_path: Path) -> None:
-    cert, key = make_cert(tmp_path)
-    port = free_port()
-    config = trojan_server(port, NOWHERE, cert, key)
-    args = ["trojan", "-c", str(write_config(tmp_path, "server.json", config))]
-    async with udp_echo() as echo, running(args, tmp_path / "trojan.log", TROJAN_READY):
-        ours = our_client("trojan", "tls", port, Destination("127.0.0.1", echo), pin_of(cert))
-        async with Engine(from_mapping(ours)) as client:
-            assert await udp_round_trips(client.inbounds[0].port, DATAGRAMS) == DATAGRAMS
+            await round_trip(network, client.inbounds[0].port)

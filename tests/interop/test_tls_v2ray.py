@@ -3,20 +3,17 @@ in-stream UDP of each: v2ray's client into our server, and our client into v2ray
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from tls_peers import (
     V2RAY_READY,
+    echo,
     our_client,
     our_server,
     pin_of,
+    round_trip,
     running,
-    tcp_echo,
-    tcp_round_trip,
-    udp_echo,
-    udp_round_trips,
     v2ray_client,
     v2ray_server,
     write_config,
@@ -29,74 +26,37 @@ from elsewhere.session import Destination
 from engine.tls_helpers import make_cert
 
 # Needs the Debian package v2ray (listed in .ci/apt-packages); never skipped.
-pytestmark = pytest.mark.interop
-
-protocols = pytest.mark.parametrize("protocol", ["vless", "trojan"])
-carriers = pytest.mark.parametrize("carrier", ["tls", "ws"])
+pytestmark = [
+    pytest.mark.interop,
+    pytest.mark.parametrize("protocol", ["vless", "trojan"]),
+    pytest.mark.parametrize("carrier", ["tls", "ws"]),
+    pytest.mark.parametrize("network", ["tcp", "udp"]),
+]
 NOWHERE = Destination("127.0.0.1", 9)  # fallback that no test here should reach
-PAYLOAD = os.urandom(1 << 20)  # many TLS records and WebSocket frames each way
-DATAGRAMS = [b"first", os.urandom(1200), b"last"]
 
 
-@protocols
-@carriers
-async def test_v2ray_client_reaches_our_server_over_tcp(
-    tmp_path: Path, protocol: str, carrier: str
+async def test_v2ray_client_reaches_our_server(
+    tmp_path: Path, protocol: str, carrier: str, network: str
 ) -> None:
     cert, key = make_cert(tmp_path)
     local = free_port()
-    async with tcp_echo() as echo, Engine(from_mapping(our_server(cert, key, NOWHERE))) as srv:
+    async with echo(network) as target, Engine(from_mapping(our_server(cert, key, NOWHERE))) as srv:
         port = srv.inbounds[0].port
-        config = v2ray_client(protocol, carrier, local, Destination("127.0.0.1", echo), port)
+        config = v2ray_client(protocol, carrier, local, Destination("127.0.0.1", target), port)
         args = ["v2ray", "-config", str(write_config(tmp_path, "client.json", config))]
         async with running(args, tmp_path / "v2ray.log", V2RAY_READY):
-            assert await tcp_round_trip(local, PAYLOAD) == PAYLOAD
+            await round_trip(network, local)
         assert srv.stats.probes == 0
 
 
-@protocols
-@carriers
-async def test_v2ray_client_reaches_our_server_over_udp(
-    tmp_path: Path, protocol: str, carrier: str
-) -> None:
-    cert, key = make_cert(tmp_path)
-    local = free_port()
-    async with udp_echo() as echo, Engine(from_mapping(our_server(cert, key, NOWHERE))) as srv:
-        port = srv.inbounds[0].port
-        config = v2ray_client(protocol, carrier, local, Destination("127.0.0.1", echo), port)
-        args = ["v2ray", "-config", str(write_config(tmp_path, "client.json", config))]
-        async with running(args, tmp_path / "v2ray.log", V2RAY_READY):
-            assert await udp_round_trips(local, DATAGRAMS) == DATAGRAMS
-        assert srv.stats.probes == 0
-
-
-@protocols
-@carriers
-async def test_our_client_reaches_v2ray_server_over_tcp(
-    tmp_path: Path, protocol: str, carrier: str
+async def test_our_client_reaches_v2ray_server(
+    tmp_path: Path, protocol: str, carrier: str, network: str
 ) -> None:
     cert, key = make_cert(tmp_path)
     port = free_port()
     config = v2ray_server(protocol, carrier, port, cert, key)
     args = ["v2ray", "-config", str(write_config(tmp_path, "server.json", config))]
-    async with tcp_echo() as echo, running(args, tmp_path / "v2ray.log", V2RAY_READY):
-        ours = our_client(protocol, carrier, port, Destination("127.0.0.1", echo), pin_of(cert))
+    async with echo(network) as target, running(args, tmp_path / "v2ray.log", V2RAY_READY):
+        ours = our_client(protocol, carrier, port, Destination("127.0.0.1", target), pin_of(cert))
         async with Engine(from_mapping(ours)) as client:
-            local = client.inbounds[0].port
-            assert await tcp_round_trip(local, PAYLOAD) == PAYLOAD
-
-
-@protocols
-@carriers
-async def test_our_client_reaches_v2ray_server_over_udp(
-    tmp_path: Path, protocol: str, carrier: str
-) -> None:
-    cert, key = make_cert(tmp_path)
-    port = free_port()
-    config = v2ray_server(protocol, carrier, port, cert, key)
-    args = ["v2ray", "-config", str(write_config(tmp_path, "server.json", config))]
-    async with udp_echo() as echo, running(args, tmp_path / "v2ray.log", V2RAY_READY):
-        ours = our_client(protocol, carrier, port, Destination("127.0.0.1", echo), pin_of(cert))
-        async with Engine(from_mapping(ours)) as client:
-            local = client.inbounds[0].port
-            assert await udp_round_trips(local, DATAGRAMS) == DATAGRAMS
+            await round_trip(network, client.inbounds[0].port)

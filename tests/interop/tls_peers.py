@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -201,6 +202,25 @@ async def udp_echo() -> AsyncIterator[int]:
         yield transport.get_extra_info("sockname")[1]
     finally:
         transport.close()
+
+
+@contextlib.asynccontextmanager
+async def echo(network: str) -> AsyncIterator[int]:
+    """A TCP or UDP echo on loopback; yields its port."""
+    async with tcp_echo() if network == "tcp" else udp_echo() as port:
+        yield port
+
+
+PAYLOAD = os.urandom(1 << 20)  # many TLS records and WebSocket frames each way
+DATAGRAMS = [b"first", os.urandom(1200), b"last"]  # no b"": asyncio's sendto drops it
+
+
+async def round_trip(network: str, port: int) -> None:
+    """PAYLOAD (TCP) or DATAGRAMS (UDP) to a local port and back, unchanged."""
+    if network == "tcp":
+        assert await tcp_round_trip(port, PAYLOAD) == PAYLOAD
+    else:
+        assert await udp_round_trips(port, DATAGRAMS) == DATAGRAMS
 
 
 async def tcp_round_trip(port: int, payload: bytes) -> bytes:
