@@ -136,7 +136,7 @@ class CensorEngine:
         if key not in flow.logged:
             flow.logged.add(key)
             self._log("detected", technique=technique, flow=flow.describe(),
-                      server=endpoint_text(flow.server), reason=reason)
+                      server=endpoint_text(flow.server), opened=flow.opens_here, reason=reason)
 
     # -- judging ---------------------------------------------------------------------------
 
@@ -210,8 +210,11 @@ class CensorEngine:
             if key in flow.logged:
                 return
             flow.logged.add(key)
+        # `opened` is False for a TCP flow first seen mid-way: typically an orphaned socket
+        # retransmitting into a censor that was restarted since.
         self._log("decision", technique=decision.technique, action=decision.action.value,
-                  flow=flow.describe(), server=endpoint_text(flow.server), reason=decision.reason)
+                  flow=flow.describe(), server=endpoint_text(flow.server),
+                  opened=flow.opens_here, reason=decision.reason)
 
     def _log(self, event: str, **fields: Any) -> None:
         self.events.append({"t": round(self.clock(), 3), "event": event, **fields})

@@ -152,8 +152,10 @@ def _is_finding(event: Event) -> bool:
 
 
 def _concerns(event: Event, server: str | None) -> bool:
-    # Events about the lab's VPN server count only for the transport using that port: an
-    # earlier cell's orphaned connection may still be retransmitting to another port there.
+    # An earlier cell's orphaned connection may still be retransmitting: flows the censor did
+    # not see open, and events about another port of the lab's server, belong to other cells.
+    if event.get("opened") is False:
+        return False
     about = str(event.get("server", ""))
     if about.rsplit(":", 1)[0] != plan.SERVER:
         return True

@@ -1,7 +1,7 @@
 """allowlist: only listed networks are reachable. A TCP handshake to anything else completes,
 and the first data packet (the ClientHello) is lost along with the rest of the flow — what
-Russian mobile operators' "white lists" (2025) and Iran's 2022 shutdowns looked like from a
-client (net4people/bbs#516; OONI reports on Iran, September 2022)."""
+Russian mobile operators' "white lists" (2025, net4people/bbs#516, #650) and Iran's shutdowns
+(#626: the handshake completes, nothing after it) looked like from a client."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """fingerprint: reset TLS connections whose ClientHello has a blocked JA3 or JA4 fingerprint.
 Censors and CDNs single out tool-made handshakes this way (Frolov and Wustrow, "The use of TLS
-in Censorship Circumvention", NDSS 2019; Iran's and Russia's blocking of non-browser TLS
-stacks, net4people/bbs#220). By default it blocks Python's own `ssl` ClientHello, computed at
+in Censorship Circumvention", NDSS 2019, on how censors single out non-browser TLS stacks;
+JA3 by Salesforce, JA4 by FoxIO). By default it blocks Python's own `ssl` ClientHello, computed at
 start from this very interpreter, so a lab client written with plain `ssl` is caught."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """freeze_16k: Russia's 2025 rule — a TCP connection to an address of a foreign hosting provider
 goes silent once the server has sent about 16 KB, unless the ClientHello names an allowlisted
-site (net4people/bbs#490, "Russia: TCP connections to foreign hosting freeze after ~16 KB").
+site (net4people/bbs#490, "[Russia] Censor has a new method of blocking", 2025).
 
 The counting happens in the kernel (connbytes on the reply direction), so bulk traffic never
 reaches Python; the censor only reads ClientHellos to exempt allowlisted names."""

@@ -1,5 +1,5 @@
 """ip_block: drop every packet towards blocked addresses (null routing; the oldest technique,
-RFC 9505 §4.2.1 "IP address blocking")."""
+RFC 9505, "IP address blocking")."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 - WireGuard (whitepaper §5.4): message type 1/2/3/4 followed by three zero bytes; handshake
   initiation is exactly 148 bytes, response 92, cookie reply 64; data ≥ 32 and a multiple of 16.
-  Blocked this way in Russia and Iran (net4people/bbs#117, #228).
+  Blocked in Russia since 2021 (net4people/bbs#76, #274).
 - OpenVPN (openvpn ssl_pkt.h): opcode in the top 5 bits of the first byte, key id in the low 3;
   a session starts with P_CONTROL_HARD_RESET_CLIENT_V2/V3 (7/10, key id 0); over TCP the packet
   is prefixed by its 16-bit length (Xue et al., "OpenVPN is Open to VPN Fingerprinting", USENIX

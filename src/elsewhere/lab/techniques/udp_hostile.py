@@ -1,7 +1,7 @@
 """udp_hostile: UDP that is neither DNS nor a recognised protocol (QUIC v1 long header, STUN,
 DTLS) and looks encrypted gets a few packets through, then the flow dies — how Iran and Russia
-treat unknown UDP (net4people/bbs#243; Turkmenistan's and Iran's blanket UDP filtering in
-"A Wall Behind A Wall", Nourin et al., 2023)."""
+treat unknown UDP (net4people/bbs#182, Iran 2022: "UDP is mostly blocked"; #489, Iran 2025:
+"unidentified UDP blocked on most ISPs")."""
 
 from __future__ import annotations
 
