@@ -5,6 +5,7 @@ stream that comes back is a layer whose protocol is a Pending, ready for the pro
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -56,8 +57,14 @@ class StreamSettings:
 
     def context(self) -> ssl.SSLContext:
         """Pinned (self-signed servers: the handshake fails on another certificate), verified
-        against the system's CAs, or, when a person asked for it, not verified at all."""
-        return client_context(sni_verify=not self.insecure, pin_sha256=self.pin, alpn=self.alpn)
+        against the system's CAs, or, when a person asked for it, not verified at all. Made
+        once per settings: loading the CA store costs ~18 ms, too much per connection."""
+        return _context(self.insecure, self.pin, self.alpn)
+
+
+@functools.lru_cache(maxsize=64)
+def _context(insecure: bool, pin: str | None, alpn: tuple[str, ...]) -> ssl.SSLContext:
+    return client_context(sni_verify=not insecure, pin_sha256=pin, alpn=alpn)
 
 
 class _UpgradeWait(asyncio.Protocol):
