@@ -318,15 +318,6 @@ class Lab:
 
         wait_until(accepts, timeout, f"{host}:{port} to accept connections in {role}")
 
-    def wait_udp_bound(self, role: Role, port: int, timeout: float = 10.0) -> None:
-        """Return once some process in `role` has a UDP socket bound to `port`."""
-
-        def bound() -> bool:
-            out = self.run(role, ["ss", "-Hlun", f"sport = :{port}"], check=False).stdout
-            return bool(out.strip())
-
-        wait_until(bound, timeout, f"UDP port {port} to be bound in {role}")
-
 
 # -- helpers that work on names, for teardown and stale labs ------------------------------------
 
