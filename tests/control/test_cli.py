@@ -142,7 +142,7 @@ async def _page_server() -> tuple[asyncio.Server, int]:
 async def test_server_first_run_key_works_and_revocation_takes_effect_live(
     tmp_path: Path,
 ) -> None:
-    from conftest import free_port
+    from ports import free_port
 
     port = free_port()
     home = ["--data-dir", str(tmp_path)]
@@ -214,7 +214,7 @@ async def test_server_first_run_key_works_and_revocation_takes_effect_live(
 async def test_a_key_added_to_a_running_server_works_from_its_link(
     tmp_path: Path, key_args: list[str]
 ) -> None:
-    from conftest import free_port
+    from ports import free_port
 
     home = ["--data-dir", str(tmp_path)]
     ports = [str(free_port()) for _ in range(3)]

@@ -25,12 +25,12 @@ import pytest
 from test_tls_inbound import PASSWORD
 from test_tls_inbound import server_config as inbound_server_config
 
-from conftest import free_port
 from elsewhere.codecs import http_upgrade, trojan, vless, websocket
 from elsewhere.codecs.decoy import default_content
 from elsewhere.config import from_mapping
 from elsewhere.engine import Engine
 from elsewhere.session import Destination
+from ports import free_port
 
 WS_PATH, HU_PATH, WS_HOST = "/ws-secret", "/hu-secret", "cdn.example.test"
 TIMEOUT = 5.0

@@ -21,7 +21,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from conftest import free_port
 from elsewhere.control import acme
 from elsewhere.control.certs import self_signed
 from elsewhere.transports.tls import (
@@ -30,6 +29,7 @@ from elsewhere.transports.tls import (
     client_context,
     server_context,
 )
+from ports import free_port
 
 # Needs the Debian package pebble (listed in .ci/apt-packages); never skipped.
 pytestmark = pytest.mark.interop

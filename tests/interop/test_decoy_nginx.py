@@ -18,8 +18,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import free_port
 from elsewhere.codecs.decoy import DecoyContent, DecoySite, default_content
+from ports import free_port
 
 # Needs the Debian package nginx (listed in .ci/apt-packages); never skipped.
 pytestmark = pytest.mark.interop

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
 from elsewhere.control.links import parse_access_key
 from interop.test_acme_pebble import DOMAINS, Pebble, pebble  # noqa: F401 (fixture)
+from ports import free_port
 
 pytestmark = pytest.mark.interop
 

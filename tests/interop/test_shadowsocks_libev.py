@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
 from elsewhere.codecs.address import NeedMoreData, decode_address, encode_address
 from elsewhere.codecs.shadowsocks import (
     METHODS,
@@ -24,6 +23,7 @@ from elsewhere.codecs.shadowsocks import (
     encrypt_packet,
 )
 from elsewhere.session import Destination
+from ports import free_port
 
 # Needs the Debian package shadowsocks-libev (listed in .ci/apt-packages); never skipped.
 pytestmark = pytest.mark.interop

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from conftest import free_port
 from elsewhere.codecs.shadowsocks import Cipher, StreamDecryptor
 from elsewhere.config import from_mapping
 from elsewhere.engine import Engine
 from elsewhere.store.usage import UsageMeter
 from interop.peers import HttpSink, curl, eventually, http_sink, running, udp_client, udp_echo
+from ports import free_port
 
 # Needs the Debian packages shadowsocks-libev and curl (.ci/apt-packages); never skipped.
 pytestmark = pytest.mark.interop

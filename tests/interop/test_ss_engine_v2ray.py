@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from conftest import free_port
 from elsewhere.config import from_mapping
 from elsewhere.engine import Engine
 from elsewhere.store.usage import UsageMeter
 from interop.peers import curl, eventually, http_sink, running, udp_client, udp_echo
+from ports import free_port
 
 # Needs the Debian packages v2ray and curl (.ci/apt-packages); never skipped.
 pytestmark = pytest.mark.interop

@@ -19,11 +19,11 @@ from tls_peers import (
     write_config,
 )
 
-from conftest import free_port
 from elsewhere.config import from_mapping
 from elsewhere.engine import Engine
 from elsewhere.session import Destination
 from engine.tls_helpers import make_cert
+from ports import free_port
 
 # Needs the Debian package v2ray (listed in .ci/apt-packages); never skipped.
 pytestmark = [

@@ -3,20 +3,19 @@ happens), and a shorthand for starting a censor in it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from lab_doubles import CensorStarter
 
 from elsewhere.lab.censor import CensorProcess, start_censor
 from elsewhere.lab.policy import CensorConfig
 from elsewhere.lab.topology import Lab
 
 SEED = 7
-
-CensorStarter = Callable[..., CensorProcess]
 
 
 @pytest.fixture

@@ -12,9 +12,13 @@ from collections.abc import Callable
 
 from elsewhere.codecs.address import encode_address
 from elsewhere.lab import plan
+from elsewhere.lab.censor import CensorProcess
 from elsewhere.lab.techniques.fet_gfw import exemption
 from elsewhere.lab.topology import Lab
 from elsewhere.session import Destination
+
+# what the `censor` fixture (tests/lab/conftest.py) returns
+CensorStarter = Callable[..., CensorProcess]
 
 Handler = Callable[[socket.socket], None]
 READ_SIZE = 65536

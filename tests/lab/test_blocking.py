@@ -8,8 +8,8 @@ import socket
 import struct
 
 import pytest
+from lab_doubles import CensorStarter
 
-from conftest import CensorStarter
 from elsewhere.lab import dns, plan
 from elsewhere.lab.clienthello import python_default_hello
 from elsewhere.lab.sites import read_access_log

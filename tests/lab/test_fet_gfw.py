@@ -7,9 +7,8 @@ import asyncio
 import random
 
 import pytest
-from lab_doubles import TcpDouble, echo, encrypted_looking, exchange, socks_exchange
+from lab_doubles import CensorStarter, TcpDouble, echo, encrypted_looking, exchange, socks_exchange
 
-from conftest import CensorStarter
 from elsewhere.lab import plan
 from elsewhere.lab.peers import ShadowsocksLibev
 from elsewhere.lab.topology import Lab

@@ -4,8 +4,8 @@ server, unless the SNI is allowlisted; domestic sites and small pages are untouc
 from __future__ import annotations
 
 import pytest
+from lab_doubles import CensorStarter
 
-from conftest import CensorStarter
 from elsewhere.lab.peers import ShadowsocksLibev
 from elsewhere.lab.topology import Lab
 from elsewhere.lab.transport import fetch

@@ -4,8 +4,8 @@ address — and proto_sig catches WireGuard and OpenVPN by their first packets."
 from __future__ import annotations
 
 import pytest
+from lab_doubles import CensorStarter
 
-from conftest import CensorStarter
 from elsewhere.lab import peers, plan
 from elsewhere.lab.sites import read_access_log
 from elsewhere.lab.topology import Lab
