@@ -1,7 +1,7 @@
 """Side-by-side benchmark (issue 2, item 8): direct, elsewhere and shadowsocks-libev measured in
 one run over a veth pair between two network namespaces this script makes and removes.
 
-  sudo .venv/bin/python bench/run.py            # the full run (about 6 minutes)
+  sudo .venv/bin/python bench/run.py            # the full run (about 5 minutes)
   sudo .venv/bin/python bench/run.py --quick    # a smoke test (about 1 minute)
 
 Per transport: iperf3 throughput both ways (median of N runs), its ratio to direct, the time to
