@@ -23,8 +23,7 @@ from elsewhere.codecs.shadowsocks import (
 )
 from elsewhere.errors import ConfigError, ProtocolError
 from elsewhere.inbounds.base import register
-from elsewhere.inbounds.stealth import Drain
-from elsewhere.relay import IdleTimer
+from elsewhere.inbounds.stealth import Handshake
 from elsewhere.session import Destination, Session
 from elsewhere.transports.layer import CryptoLayer
 from elsewhere.transports.tcp import listen, listen_udp
@@ -89,32 +88,18 @@ def parse_keys(tag: str, options: Mapping[str, Any]) -> list[ServerKey]:
     return keys
 
 
-class _Handshake(asyncio.Protocol):
+class _Handshake(Handshake):
     """From accept until the request header is read (or the client is found out)."""
 
     def __init__(self, inbound: ShadowsocksInbound) -> None:
+        super().__init__(cast("Engine", inbound.engine))
         self.inbound = inbound
-        self.engine = cast("Engine", inbound.engine)
         self.buffer = bytearray()
         self.decryptor: StreamDecryptor | None = None
         self.key: ServerKey | None = None
         self.header = b""
-        self.transport: asyncio.Transport | None = None
-        self.timer: IdleTimer | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.timer = IdleTimer(self.engine.idle_timeout, self.transport.close)
-
-    def data_received(self, data: bytes) -> None:
-        assert self.timer is not None
-        self.timer.active = True
-        try:
-            self._read(data)
-        except ProtocolError:
-            self._unmask()
-
-    def _read(self, data: bytes) -> None:
+    def read(self, data: bytes) -> None:
         ring = self.inbound.ring
         if self.decryptor is None:
             self.buffer += data
@@ -142,24 +127,6 @@ class _Handshake(asyncio.Protocol):
             return
         self._start(destination, self.header[end:])
 
-    def _unmask(self) -> None:
-        """Not a client of ours: the stealth reaction."""
-        assert self.transport is not None and self.timer is not None
-        self.engine.stats.probes += 1
-        Drain(self.transport, self.timer)
-
-    def eof_received(self) -> bool:
-        if self.timer is not None:
-            self.timer.cancel()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        # still ours, so it never proved a key (a session or the Drain would own it now):
-        # a probe too short or too slow to be found out, counted like the others
-        if self.timer is not None:
-            self.timer.cancel()
-        self.engine.stats.probes += 1
-
     def _start(self, destination: Destination, initial: bytes) -> None:
         transport, key, decryptor = self.transport, self.key, self.decryptor
         assert transport is not None and key is not None and decryptor is not None
@@ -167,7 +134,7 @@ class _Handshake(asyncio.Protocol):
         self.timer.cancel()
         engine = self.engine
         if not engine.admit(key.id):
-            self._unmask()
+            self.unmask()
             return
         transport.pause_reading()
         encryptor = StreamEncryptor(key.cipher)

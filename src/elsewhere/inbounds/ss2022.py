@@ -25,8 +25,7 @@ from elsewhere.codecs.ss2022 import (
 from elsewhere.codecs.ss2022_udp import UDP_SESSION_TIMEOUT, UdpServer
 from elsewhere.errors import ConfigError, ProtocolError
 from elsewhere.inbounds.base import register
-from elsewhere.inbounds.stealth import Drain
-from elsewhere.relay import IdleTimer
+from elsewhere.inbounds.stealth import Handshake
 from elsewhere.session import Destination, Session
 from elsewhere.transports.layer import CryptoLayer
 from elsewhere.transports.tcp import listen, listen_udp
@@ -68,59 +67,32 @@ def parse_users(tag: str, method: Method, users: Any) -> dict[str, bytes]:
     return out
 
 
-class _Handshake(asyncio.Protocol):
+class _Handshake(Handshake):
     """From accept until the request header is read (or the client is found out)."""
 
     def __init__(self, inbound: Ss2022Inbound) -> None:
+        super().__init__(cast("Engine", inbound.engine))
         self.inbound = inbound
-        self.engine = cast("Engine", inbound.engine)
         self.codec = TcpServer(
             inbound.method, inbound.psk, salt_pool=inbound.salts, users=inbound.users
         )
         self.first = True
-        self.transport: asyncio.Transport | None = None
-        self.timer: IdleTimer | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.timer = IdleTimer(self.engine.idle_timeout, self.transport.close)
-
-    def data_received(self, data: bytes) -> None:
-        assert self.timer is not None
-        self.timer.active = True
+    def read(self, data: bytes) -> None:
         # SIP022 §3.1.2: a client sends salt and headers in one write, so the salt and the fixed
         # header arrive in the first read; less is a prober trickling bytes.
         if self.first and len(data) < self.inbound.first_read:
-            self._unmask()
-            return
+            raise ProtocolError("salt and fixed header not in the first read")
         self.first = False
         try:
             events = self.codec.feed(data, now=self.inbound.clock())
         except ProtocolError as exc:
             log.debug("ss2022 handshake refused: %s", exc)
-            self._unmask()
-            return
+            raise
         if events:
             request = events[0]
             assert isinstance(request, Request)
             self._start(request, payloads(events))
-
-    def _unmask(self) -> None:
-        """Not a client of ours (or no longer one): the stealth reaction."""
-        assert self.transport is not None and self.timer is not None
-        self.engine.stats.probes += 1
-        Drain(self.transport, self.timer)
-
-    def eof_received(self) -> bool:
-        if self.timer is not None:
-            self.timer.cancel()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        # still ours, so it never proved a key: a probe too short or slow to be found out
-        if self.timer is not None:
-            self.timer.cancel()
-        self.engine.stats.probes += 1
 
     def _start(self, request: Request, initial: bytes) -> None:
         transport, timer, codec = self.transport, self.timer, self.codec
@@ -128,7 +100,7 @@ class _Handshake(asyncio.Protocol):
         engine, inbound = self.engine, self.inbound
         user = request.user if request.user is not None else inbound.single_user
         if not engine.admit(user):
-            self._unmask()
+            self.unmask()
             return
         timer.cancel()
         transport.pause_reading()

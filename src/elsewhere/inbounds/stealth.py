@@ -6,9 +6,13 @@ of closing depends on how many bytes were parsed."""
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
+from elsewhere.errors import ProtocolError
 from elsewhere.relay import IdleTimer
+
+if TYPE_CHECKING:
+    from elsewhere.engine import Engine
 
 
 class Drain(asyncio.Protocol):
@@ -32,3 +36,47 @@ class Drain(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.timer.cancel()
+
+
+class Handshake(asyncio.Protocol):
+    """A Shadowsocks-family connection from accept until its request proves a key. Subclasses
+    implement `read(data)` and raise ProtocolError for anything that is not a client of ours;
+    this keeps the one idle timer, the stealth reaction and the probe count in one place."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.transport: asyncio.Transport | None = None
+        self.timer: IdleTimer | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.timer = IdleTimer(self.engine.idle_timeout, self.transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.timer is not None
+        self.timer.active = True
+        try:
+            self.read(data)
+        except ProtocolError:
+            self.unmask()
+
+    def read(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def unmask(self) -> None:
+        """Not a client of ours (or no longer one): the stealth reaction."""
+        assert self.transport is not None and self.timer is not None
+        self.engine.stats.probes += 1
+        Drain(self.transport, self.timer)
+
+    def eof_received(self) -> bool:
+        if self.timer is not None:
+            self.timer.cancel()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # still ours, so it never proved a key (a session or the Drain would own it now):
+        # a probe too short or too slow to be found out, counted like the others
+        if self.timer is not None:
+            self.timer.cancel()
+        self.engine.stats.probes += 1
