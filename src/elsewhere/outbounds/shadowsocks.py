@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 from elsewhere.codecs.address import decode_address, encode_address
 from elsewhere.codecs.shadowsocks import (
@@ -18,44 +18,14 @@ from elsewhere.codecs.shadowsocks import (
     encrypt_packet,
 )
 from elsewhere.control.links import AccessKey, parse_access_key
-from elsewhere.errors import ConfigError, ProtocolError
+from elsewhere.errors import ConfigError
 from elsewhere.outbounds.base import DatagramReceiver, register
+from elsewhere.outbounds.packets import PacketFlow, connect
 from elsewhere.session import Destination, Session
 from elsewhere.transports.layer import CryptoLayer, HeaderLayer, stack
 
 CONNECT_TIMEOUT = 10.0
 HEADER_WAIT = 0.01  # Outline waits 10 ms for the first data before sending the header alone
-
-
-class _UdpFlow(asyncio.DatagramProtocol):
-    def __init__(self, cipher: Cipher, receive: DatagramReceiver) -> None:
-        self.cipher = cipher
-        self.receive = receive
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        try:
-            plain = decrypt_packet(self.cipher, data)
-            source, end = decode_address(plain)
-        except ProtocolError:
-            return  # not from our server, or damaged: UDP drops it
-        self.receive(plain[end:], source)
-
-    def error_received(self, exc: Exception) -> None:
-        return None
-
-    def send(self, payload: bytes, destination: Destination) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(
-                encrypt_packet(self.cipher, encode_address(destination) + payload)
-            )
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
 
 
 class ShadowsocksOutbound:
@@ -76,13 +46,18 @@ class ShadowsocksOutbound:
             await loop.create_connection(lambda: crypto, self.key.host, self.key.port)
         return stack(crypto, HeaderLayer(encode_address(session.destination), HEADER_WAIT))
 
-    async def open_udp(self, session: Session, receive: DatagramReceiver) -> _UdpFlow:
-        loop = asyncio.get_running_loop()
-        flow = _UdpFlow(self.cipher, receive)
-        await loop.create_datagram_endpoint(
-            lambda: flow, remote_addr=(self.key.host, self.key.port)
-        )
-        return flow
+    async def open_udp(self, session: Session, receive: DatagramReceiver) -> PacketFlow:
+        cipher = self.cipher
+
+        def seal(payload: bytes, destination: Destination) -> bytes:
+            return encrypt_packet(cipher, encode_address(destination) + payload)
+
+        def open_(packet: bytes) -> tuple[bytes, Destination]:
+            plain = decrypt_packet(cipher, packet)
+            source, end = decode_address(plain)
+            return plain[end:], source
+
+        return await connect(PacketFlow(seal, open_, receive), self.key.host, self.key.port)
 
     async def close(self) -> None:
         return None

@@ -12,7 +12,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any
 
 from elsewhere.codecs.ss2022 import (
     MAX_TIME_DIFFERENCE,
@@ -26,8 +26,9 @@ from elsewhere.codecs.ss2022 import (
 )
 from elsewhere.codecs.ss2022_udp import UdpClient
 from elsewhere.control.links import AccessKey
-from elsewhere.errors import ConfigError, ProtocolError
+from elsewhere.errors import ConfigError
 from elsewhere.outbounds.base import DatagramReceiver, register
+from elsewhere.outbounds.packets import PacketFlow, connect
 from elsewhere.outbounds.shadowsocks import key_from_options
 from elsewhere.session import Destination, Session
 from elsewhere.transports.layer import CryptoLayer
@@ -163,37 +164,6 @@ class _Stream(CryptoLayer):
             self.timer = None
 
 
-class _UdpFlow(asyncio.DatagramProtocol):
-    """One SIP022 UDP session (one client session ID) to the server."""
-
-    def __init__(self, codec: UdpClient, clock: Clock, receive: DatagramReceiver) -> None:
-        self.codec = codec
-        self.clock = clock
-        self.receive = receive
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        try:
-            packet = self.codec.receive(data, now=self.clock())
-        except ProtocolError:
-            return  # not from our server, replayed or damaged: UDP drops it
-        self.receive(packet.payload, packet.source)
-
-    def error_received(self, exc: Exception) -> None:
-        return None
-
-    def send(self, payload: bytes, destination: Destination) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(self.codec.send(destination, payload, now=self.clock()))
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-
 class Ss2022Outbound:
     """Options: `key = "ss://2022-…"` or server, port, method, password (`uPSK`, or
     `iPSK:uPSK` for a multi-user server); `clock_offset` shifts our clock (for tests)."""
@@ -215,13 +185,17 @@ class Ss2022Outbound:
             await loop.create_connection(lambda: stream, self.key.host, self.key.port)
         return stream
 
-    async def open_udp(self, session: Session, receive: DatagramReceiver) -> _UdpFlow:
-        loop = asyncio.get_running_loop()
-        flow = _UdpFlow(UdpClient(self.method, self.psks), self.clock, receive)
-        await loop.create_datagram_endpoint(
-            lambda: flow, remote_addr=(self.key.host, self.key.port)
-        )
-        return flow
+    async def open_udp(self, session: Session, receive: DatagramReceiver) -> PacketFlow:
+        codec, clock = UdpClient(self.method, self.psks), self.clock
+
+        def seal(payload: bytes, destination: Destination) -> bytes:
+            return codec.send(destination, payload, now=clock())
+
+        def open_(data: bytes) -> tuple[bytes, Destination]:
+            packet = codec.receive(data, now=clock())
+            return packet.payload, packet.source
+
+        return await connect(PacketFlow(seal, open_, receive), self.key.host, self.key.port)
 
     async def close(self) -> None:
         return None
