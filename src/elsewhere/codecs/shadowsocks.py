@@ -135,26 +135,36 @@ class StreamEncryptor:
         self._counter = 0
         self._salt_sent = False
 
-    def encrypt(self, data: Buffer) -> bytes:
+    def encrypt(self, data: Buffer) -> bytes | bytearray:
         """Seal `data` as SIP004 chunks of at most MAX_PAYLOAD bytes; b"" for empty input (the
-        salt waits for the first real data, as the protocol has nothing to send before)."""
+        salt waits for the first real data, as the protocol has nothing to send before).
+
+        Chunks are sealed straight into one preallocated buffer (encrypt_into): no bytes object
+        per chunk and no join, which halves the copies of a relay's hottest call."""
         view = memoryview(data).cast("B")
         total = len(view)
         if not total:
             return b""
-        out: list[bytes] = []
-        if not self._salt_sent:
-            out.append(self.salt)
-            self._salt_sent = True
-        seal = self._aead.encrypt
+        head = b"" if self._salt_sent else self.salt
+        self._salt_sent = True
+        pieces = -(-total // MAX_PAYLOAD)
+        out = bytearray(len(head) + total + pieces * (LENGTH_SIZE + 2 * TAG_SIZE))
+        out[: len(head)] = head
+        seal_into = self._aead.encrypt_into
         counter = self._counter
-        for start in range(0, total, MAX_PAYLOAD):
-            piece = view[start : start + MAX_PAYLOAD]
-            out.append(seal(_nonce(counter), len(piece).to_bytes(LENGTH_SIZE, "big"), None))
-            out.append(seal(_nonce(counter + 1), piece, None))
-            counter += 2
+        at = len(head)
+        with memoryview(out) as target:
+            for start in range(0, total, MAX_PAYLOAD):
+                piece = view[start : start + MAX_PAYLOAD]
+                size = len(piece)
+                stop = at + LENGTH_SIZE + TAG_SIZE
+                seal_into(_nonce(counter), size.to_bytes(LENGTH_SIZE, "big"), None, target[at:stop])
+                at, stop = stop, stop + size + TAG_SIZE
+                seal_into(_nonce(counter + 1), piece, None, target[at:stop])
+                at = stop
+                counter += 2
         self._counter = counter
-        return b"".join(out)
+        return out
 
 
 class StreamDecryptor:

@@ -60,6 +60,9 @@ def run_async(main: Coroutine[Any, Any, Any]) -> Any:
         except asyncio.CancelledError:
             return None
 
+    from elsewhere import allocator
+
+    allocator.tune()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - pinned on Linux
