@@ -34,6 +34,12 @@ class DirectOutbound:
     async def checked_addresses(
         self, dest: Destination, kind: int
     ) -> list[tuple[int, tuple[Any, ...]]]:
+        ip = dest.ip
+        if ip is not None:  # an IP literal needs no lookup (a thread-pool round trip)
+            if not self.policy.permits(ip):
+                raise PolicyError(f"destination {dest} is a private or special address")
+            family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+            return [(family, (str(ip), dest.port))]
         try:
             addresses = await resolve(dest.host, dest.port, kind)
         except socket.gaierror as exc:
