@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from elsewhere.errors import ProtocolError
 
-Encode = Callable[[bytes], bytes]
+Encode = Callable[[bytes], bytes | bytearray]
 
 
 class Pending(asyncio.Protocol):
