@@ -28,6 +28,11 @@ class Endpoint:
         return f"{self.host}:{self.port}"
 
 
+# the destinations behind every server, in the server namespace
+IPERF = Endpoint(SERVER_ADDR, 5201)  # iperf3 -s
+ANSWER = Endpoint(SERVER_ADDR, 7000)  # probes.py serve: one byte back for the first bytes in
+
+
 def _raise_open_files() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES, OPEN_FILES))
 

@@ -1,12 +1,14 @@
-"""Side-by-side benchmark (issue 2, item 8): direct, elsewhere and shadowsocks-libev measured in
-one run over a veth pair between two network namespaces this script makes and removes.
+"""Side-by-side benchmark (issues 2, 3 and 4): direct, elsewhere, shadowsocks-libev, v2ray and
+trojan-gfw measured in one run over a veth pair between two network namespaces this script
+makes and removes.
 
   sudo .venv/bin/python bench/run.py            # the full run (about 5 minutes)
   sudo .venv/bin/python bench/run.py --quick    # a smoke test (about 1 minute)
 
 Per transport: iperf3 throughput both ways (median of N runs), its ratio to direct, the time to
 first byte added to a fresh connection (median and p90), CPU seconds of the proxy processes
-per GB carried, and the server's resident memory per idle tunnel. See bench/README.md."""
+per GB carried and per fresh connection, and the server's resident memory per idle tunnel.
+See bench/README.md."""
 
 from __future__ import annotations
 
@@ -26,17 +28,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from namespaces import SERVER_ADDR, Endpoint, Lab, cpu_seconds, rss_kib
-from transports import PEERS, TRANSPORTS, Transport, missing_tools
+from namespaces import ANSWER, IPERF, Endpoint, Lab, cpu_seconds, rss_kib
+from transports import TARGETS, TRANSPORTS, Transport, missing_tools
 
-IPERF_PORT = 5201
-ANSWER_PORT = 7000  # probes.py serve: one byte back for the first bytes in
 PROBES = str(Path(__file__).with_name("probes.py"))
 RESULTS = Path(__file__).with_name("results")
 TTFB_ROUNDS = 4  # connections are measured in rounds across transports, not in one block
 TTFB_WARMUP = 5
 RSS_SETTLE = 0.5  # seconds after the last tunnel is up before reading VmRSS
-TARGET_RSS_KIB = 20
+REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -49,6 +49,8 @@ class Row:
     errors: list[str] = field(default_factory=list)
     ttfb: list[float] = field(default_factory=list)
     ttfb_errors: int = 0
+    ttfb_cpu: float = 0.0  # CPU seconds of the row's processes over all its TTFB connections
+    ttfb_made: int = 0  # connections those seconds were spent on (warm-up included)
     idle: dict[str, Any] = field(default_factory=dict)
     load: list[float] = field(default_factory=list)  # 1-minute load average at each iperf3 run
 
@@ -62,24 +64,26 @@ def main() -> int:
     if os.geteuid() != 0:
         print("run as root: the benchmark makes network namespaces", file=sys.stderr)
         return 2
-    missing = missing_tools()
-    if missing:
-        print(
-            f"missing tools: {', '.join(missing)} (apt-get install iperf3 "
-            "shadowsocks-libev iproute2)",
-            file=sys.stderr,
-        )
-        return 2
     names = args.transports.split(",")
     unknown = [n for n in names if n not in TRANSPORTS]
     if unknown:
         print(f"unknown transport {unknown[0]!r}; known: {', '.join(TRANSPORTS)}", file=sys.stderr)
+        return 2
+    missing = missing_tools(names)
+    if missing:
+        print(
+            f"missing tools: {', '.join(missing)} (apt-get install iperf3 "
+            "shadowsocks-libev v2ray trojan iproute2)",
+            file=sys.stderr,
+        )
         return 2
     if "direct" not in names:
         names.insert(0, "direct")  # every ratio is to direct
     stamp = time.strftime("%Y%m%d-%H%M%S")
     workdir = RESULTS / f"run-{stamp}"
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.rev:
+        use_revision(args.rev, workdir)
 
     def on_signal(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
@@ -134,6 +138,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--no-reverse", action="store_true", help="skip the download direction (-R)")
     p.add_argument("--time-limit", type=float, default=3600, help="stop everything after this")
     p.add_argument("--json", help="where to write the JSON (default bench/results/bench-*.json)")
+    p.add_argument(
+        "--rev",
+        help="run elsewhere as committed at this git revision (default: the working tree)",
+    )
     args = p.parse_args()
     quick = {"runs": 1, "seconds": 3, "connections": 50, "tunnels": 100}
     full = {"runs": 3, "seconds": 10, "connections": 200, "tunnels": 1000}
@@ -143,18 +151,36 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def use_revision(rev: str, workdir: Path) -> None:
+    """Export src/ as committed at `rev` into the run's folder and put it first on every
+    elsewhere process's path (and ours), so the working tree's uncommitted edits stay out."""
+    commit = subprocess.run(
+        ["git", "-C", str(REPOSITORY), "rev-parse", "--short", rev],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    tree = workdir / f"src-{commit}"
+    tree.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(REPOSITORY), "archive", commit, "src"], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    os.environ["PYTHONPATH"] = str(tree / "src")
+    os.environ["ELSEWHERE_BENCH_REV"] = commit
+    sys.path.insert(0, str(tree / "src"))
+
+
 def measure(lab: Lab, names: list[str], args: argparse.Namespace) -> list[Row]:
-    iperf_dest = Endpoint(SERVER_ADDR, IPERF_PORT)
-    answer_dest = Endpoint(SERVER_ADDR, ANSWER_PORT)
     iperf = start_iperf_server(lab)
-    answer = lab.spawn(lab.server, [sys.executable, PROBES, "serve", *split(answer_dest)], "answer")
-    lab.wait_listening(lab.server, ANSWER_PORT, answer)
+    answer = lab.spawn(lab.server, [sys.executable, PROBES, "serve", *split(ANSWER)], "answer")
+    lab.wait_listening(lab.server, ANSWER.port, answer)
 
     rows = []
     for index, name in enumerate(names):
         transport = TRANSPORTS[name](lab, index)
         transport.start_server()
-        row = Row(transport, transport.start_client([iperf_dest, answer_dest]))
+        row = Row(transport, transport.start_client([IPERF, ANSWER]))
         rows.append(row)
         say(f"started {transport.label}: {' '.join(map(str, row.local))}")
 
@@ -168,13 +194,17 @@ def measure(lab: Lab, names: list[str], args: argparse.Namespace) -> list[Row]:
     for _ in range(TTFB_ROUNDS):
         for row in rows:
             warm = not row.ttfb
+            pids = row.transport.pids
+            cpu_before = sum(cpu_seconds(p) for p in pids)
             got = ttfb(lab, row.local[1], per_round + (TTFB_WARMUP if warm else 0))
+            row.ttfb_cpu += sum(cpu_seconds(p) for p in pids) - cpu_before
+            row.ttfb_made += len(got["seconds"]) + got["errors"]
             row.ttfb += got["seconds"][TTFB_WARMUP if warm else 0 :]
             row.ttfb_errors += got["errors"]
     for row in rows:
         say(
-            f"{row.transport.name}: TTFB median {ms(statistics.median(row.ttfb))} ms "
-            f"over {len(row.ttfb)}"
+            f"{row.transport.name}: TTFB median {ms(median(row.ttfb))} ms "
+            f"over {len(row.ttfb)}, CPU {ms(row.ttfb_cpu / max(row.ttfb_made, 1))} ms each"
         )
 
     directions = ["up"] if args.no_reverse else ["up", "down"]
@@ -192,9 +222,9 @@ def measure(lab: Lab, names: list[str], args: argparse.Namespace) -> list[Row]:
 
 def start_iperf_server(lab: Lab) -> subprocess.Popen[bytes]:
     proc = lab.spawn(
-        lab.server, ["iperf3", "-s", "-B", SERVER_ADDR, "-p", str(IPERF_PORT)], "iperf3"
+        lab.server, ["iperf3", "-s", "-B", IPERF.host, "-p", str(IPERF.port)], "iperf3"
     )
-    lab.wait_listening(lab.server, IPERF_PORT, proc)
+    lab.wait_listening(lab.server, IPERF.port, proc)
     return proc
 
 
@@ -310,6 +340,9 @@ def summarise(
             "added_ttfb_ms_p90": ms(p - base_ttfb[1]) if p and base_ttfb[1] else None,
             "ttfb_connections": len(row.ttfb),
             "ttfb_errors": row.ttfb_errors,
+            "cpu_ms_per_connection": (
+                ms(row.ttfb_cpu / row.ttfb_made) if t.pids and row.ttfb_made else None
+            ),
             "cpu_s_per_gb_up": per_gb(row.cpu["up"], row.bytes["up"]) if t.pids else None,
             "cpu_s_per_gb_down": per_gb(row.cpu["down"], row.bytes["down"]) if t.pids else None,
             "idle": row.idle or None,
@@ -331,20 +364,31 @@ def summarise(
 
 
 def targets(results: dict[str, Any]) -> dict[str, Any]:
-    """The issue's targets for each elsewhere row against its peer measured in the same run."""
+    """The issues' targets for each elsewhere row against its peer measured in the same run;
+    a verdict is None where the issue sets no such target."""
     out = {}
-    for ours, peer in PEERS.items():
-        if ours not in results or peer not in results:
+    for ours, target in TARGETS.items():
+        if ours not in results or target.peer not in results:
             continue
-        a, b = results[ours], results[peer]
+        a, b = results[ours], results[target.peer]
+        measured = [k for k in ("mbps_up", "mbps_down") if a[k] and b[k]]
         out[ours] = {
-            "peer": peer,
+            "peer": target.peer,
+            "issue": target.issue,
+            "throughput_target": target.throughput,
             "throughput_vs_peer_up": ratio(a["mbps_up"], b["mbps_up"]),
             "throughput_vs_peer_down": ratio(a["mbps_down"], b["mbps_down"]),
-            "throughput_ok": all(a[k] >= b[k] for k in ("mbps_up", "mbps_down") if a[k] and b[k])
-            and bool(a["mbps_up"] and b["mbps_up"]),
-            "added_ttfb_ok": _le(a["added_ttfb_ms_median"], b["added_ttfb_ms_median"]),
-            "rss_ok": _le((a["idle"] or {}).get("kib_per_tunnel"), TARGET_RSS_KIB),
+            "throughput_ok": bool(measured)
+            and all(a[k] >= target.throughput * b[k] for k in measured),
+            "added_ttfb_ok": (
+                _le(a["added_ttfb_ms_median"], b["added_ttfb_ms_median"]) if target.ttfb else None
+            ),
+            "rss_target_kib": target.rss_kib,
+            "rss_ok": (
+                _le((a["idle"] or {}).get("kib_per_tunnel"), target.rss_kib)
+                if target.rss_kib is not None
+                else None
+            ),
         }
     return out
 
@@ -358,6 +402,7 @@ def table(report: dict[str, Any]) -> list[list[str]]:
         "xdirect",
         "+TTFB med/p90 ms",
         "CPU s/GB up/down",
+        "CPU ms/conn",
         "server KiB/idle tunnel",
     ]
     lines = [head]
@@ -371,6 +416,7 @@ def table(report: dict[str, Any]) -> list[list[str]]:
                 f"{r['ratio_down']:.2f}" if r["ratio_down"] else "-",
                 f"{fmt(r['added_ttfb_ms_median'])} / {fmt(r['added_ttfb_ms_p90'])}",
                 f"{fmt(r['cpu_s_per_gb_up'])} / {fmt(r['cpu_s_per_gb_down'])}",
+                fmt(r.get("cpu_ms_per_connection")),
                 fmt((r["idle"] or {}).get("kib_per_tunnel")),
             ]
         )
@@ -400,12 +446,16 @@ def print_table(report: dict[str, Any]) -> None:
         f"after {report['load_after'][0]:.2f}"
     )
     for ours, t in report["targets"].items():
-        print(
-            f"targets {ours} vs {t['peer']}: throughput {verdict(t['throughput_ok'])} "
-            f"(x{fmt(t['throughput_vs_peer_up'])} up, x{fmt(t['throughput_vs_peer_down'])} "
-            f"down), added TTFB {verdict(t['added_ttfb_ok'])}, "
-            f"RSS ≤ {TARGET_RSS_KIB} KiB {verdict(t['rss_ok'])}"
+        text = (
+            f"issue {t['issue']} {ours} vs {t['peer']}: throughput ≥ x{t['throughput_target']} "
+            f"{verdict(t['throughput_ok'])} (x{fmt(t['throughput_vs_peer_up'])} up, "
+            f"x{fmt(t['throughput_vs_peer_down'])} down)"
         )
+        if t["added_ttfb_ok"] is not None:
+            text += f", added TTFB {verdict(t['added_ttfb_ok'])}"
+        if t["rss_ok"] is not None:
+            text += f", RSS ≤ {t['rss_target_kib']} KiB {verdict(t['rss_ok'])}"
+        print(text)
 
 
 def machine() -> dict[str, Any]:

@@ -1,22 +1,30 @@
 """The rows of the benchmark. A transport starts a server in the `server` namespace and a
 client there in the `client` namespace, each client being a tunnel (like ss-tunnel) from a
-local port to one fixed destination behind the server. A later protocol (Shadowsocks 2022,
-Trojan, VLESS) is one more small class: for elsewhere, an `ElsewhereTransport` subclass that
-says what its server inbound and client outbound look like; then one line in `TRANSPORTS`."""
+local port to one fixed destination behind the server. A protocol is one small class: for
+elsewhere, an `ElsewhereTransport` subclass that says what its server inbound and client
+outbound look like; for a peer, how to start its server and its forwarding client; then one
+line in `TRANSPORTS` (and one in `TARGETS` if an issue sets a target for it)."""
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from namespaces import CLIENT_ADDR, OPEN_FILES, SERVER_ADDR, Endpoint, Lab
+from namespaces import ANSWER, CLIENT_ADDR, OPEN_FILES, SERVER_ADDR, Endpoint, Lab
 
 IDLE_TIMEOUT = 300  # seconds, the same for every implementation
+TLS_NAME = "bench.test"  # the certificate's DNS name and every TLS client's SNI
+WS_PATH = "/ws"
 
 
 class Transport:
@@ -166,12 +174,7 @@ class ElsewhereTransport(Transport):
         return local
 
     def versions(self) -> dict[str, str]:
-        done = subprocess.run(
-            ["git", "-C", str(Path(__file__).parent), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-        )
-        return {"elsewhere": done.stdout.strip() or "?"}
+        return {"elsewhere": elsewhere_version()}
 
 
 class ElsewhereShadowsocks(ElsewhereTransport):
@@ -199,6 +202,99 @@ class ElsewhereShadowsocks(ElsewhereTransport):
             "port": self.server_port,
             "method": self.method,
             "password": self.password,
+        }
+
+
+class ElsewhereSs2022(ElsewhereTransport):
+    """Shadowsocks 2022 (SIP022), one key: the server's `psk` is the client's password."""
+
+    def __init__(self, lab: Lab, index: int, method: str) -> None:
+        super().__init__(lab, index)
+        from elsewhere.codecs.ss2022 import generate_psk
+
+        self.method = method
+        self.psk = generate_psk(method)
+        self.name = f"elsewhere-ss2022-{method.removeprefix('2022-blake3-')}"
+        self.label = f"elsewhere SS-2022 {method}"
+
+    def server_inbound(self) -> dict[str, Any]:
+        return {
+            "type": "ss2022",
+            "listen": SERVER_ADDR,
+            "port": self.server_port,
+            "udp": False,
+            "method": self.method,
+            "psk": self.psk,
+        }
+
+    def client_outbound(self) -> dict[str, Any]:
+        return {
+            "type": "ss2022",
+            "tag": "proxy",
+            "server": SERVER_ADDR,
+            "port": self.server_port,
+            "method": self.method,
+            "password": self.psk,
+        }
+
+
+@dataclass(frozen=True)
+class Certificate:
+    cert: Path
+    key: Path
+    pin: str  # hex SHA-256 of the DER certificate, as elsewhere's clients take it
+
+
+@cache
+def certificate(workdir: Path) -> Certificate:
+    """One self-signed certificate for every TLS server of the run (made as `elsewhere`
+    makes it for a server without a domain), naming the server's address and TLS_NAME."""
+    from elsewhere.control.certs import self_signed
+
+    cert, key, pin = self_signed(workdir / "tls", [TLS_NAME, SERVER_ADDR])
+    return Certificate(cert, key, pin)
+
+
+class ElsewhereTls(ElsewhereTransport):
+    """elsewhere's TLS-family server (one `tls` inbound serving Trojan and VLESS, raw and over
+    WebSocket, strangers to the decoy) and a client outbound of one protocol and carrier."""
+
+    def __init__(self, lab: Lab, index: int, protocol: str, network: str) -> None:
+        super().__init__(lab, index)
+        self.protocol = protocol
+        self.network = network
+        self.password = secrets.token_urlsafe(16)
+        self.uuid = str(uuid.uuid4())
+        carrier = "+WS" if network == "ws" else ""
+        self.name = f"elsewhere-{protocol}-{'ws-' if network == 'ws' else ''}tls"
+        self.label = f"elsewhere {protocol.capitalize().replace('Vless', 'VLESS')}{carrier}+TLS"
+
+    def server_inbound(self) -> dict[str, Any]:
+        cert = certificate(self.lab.workdir)
+        return {
+            "type": "tls",
+            "listen": SERVER_ADDR,
+            "port": self.server_port,
+            "cert": str(cert.cert),
+            "key": str(cert.key),
+            "trojan": [{"id": "bench", "password": self.password}],
+            "vless": [{"id": "bench", "uuid": self.uuid}],
+            "websocket": {"path": WS_PATH},
+            "fallback": "decoy",
+        }
+
+    def client_outbound(self) -> dict[str, Any]:
+        secret = {"password": self.password} if self.protocol == "trojan" else {"uuid": self.uuid}
+        return {
+            "type": self.protocol,
+            "tag": "proxy",
+            "server": SERVER_ADDR,
+            "port": self.server_port,
+            "sni": TLS_NAME,
+            "pin": certificate(self.lab.workdir).pin,
+            "network": self.network,
+            "path": WS_PATH,
+            **secret,
         }
 
 
@@ -259,6 +355,151 @@ class LibevShadowsocks(Transport):
         return {"shadowsocks-libev": first[0] if first else "?"}
 
 
+class V2rayVless(Transport):
+    """Debian's v2ray (4.34): a VLESS+TLS server out through `freedom`, and a client with one
+    dokodemo-door inbound per destination through a VLESS+TLS outbound. v2ray 4 has no
+    certificate pin, so the client takes the self-signed certificate with allowInsecure."""
+
+    name = "v2ray-vless-tls"
+    label = "v2ray VLESS+TLS"
+
+    def __init__(self, lab: Lab, index: int) -> None:
+        super().__init__(lab, index)
+        self.uuid = str(uuid.uuid4())
+
+    def _write(self, role: str, config: Mapping[str, Any]) -> Path:
+        path = self.lab.workdir / f"{self.name}-{role}.json"
+        path.write_text(json.dumps(config, indent=1))
+        return path
+
+    def start_server(self) -> None:
+        cert = certificate(self.lab.workdir)
+        tls = {
+            "serverName": TLS_NAME,
+            "certificates": [{"certificateFile": str(cert.cert), "keyFile": str(cert.key)}],
+        }
+        config = {
+            "log": {"loglevel": "warning"},
+            "inbounds": [
+                {
+                    "listen": SERVER_ADDR,
+                    "port": self.server_port,
+                    "protocol": "vless",
+                    "settings": {"clients": [{"id": self.uuid}], "decryption": "none"},
+                    "streamSettings": {"network": "tcp", "security": "tls", "tlsSettings": tls},
+                }
+            ],
+            "outbounds": [{"protocol": "freedom"}],
+            "policy": {"levels": {"0": {"connIdle": IDLE_TIMEOUT}}},
+        }
+        argv = ["v2ray", "-config", str(self._write("server", config))]
+        self.server_pid = self._spawn(self.lab.server, argv, "server", self.server_port).pid
+
+    def start_client(self, destinations: Sequence[Endpoint]) -> list[Endpoint]:
+        local = [Endpoint(CLIENT_ADDR, self.client_port(n)) for n in range(len(destinations))]
+        tls = {"serverName": TLS_NAME, "allowInsecure": True}
+        user = {"id": self.uuid, "encryption": "none"}
+        server = {"address": SERVER_ADDR, "port": self.server_port, "users": [user]}
+        config = {
+            "log": {"loglevel": "warning"},
+            "inbounds": [
+                {
+                    "listen": ep.host,
+                    "port": ep.port,
+                    "protocol": "dokodemo-door",
+                    "settings": {"address": dest.host, "port": dest.port, "network": "tcp"},
+                }
+                for ep, dest in zip(local, destinations, strict=True)
+            ],
+            "outbounds": [
+                {
+                    "protocol": "vless",
+                    "settings": {"vnext": [server]},
+                    "streamSettings": {"network": "tcp", "security": "tls", "tlsSettings": tls},
+                }
+            ],
+            "policy": {"levels": {"0": {"connIdle": IDLE_TIMEOUT}}},
+        }
+        argv = ["v2ray", "-config", str(self._write("client", config))]
+        proc = self._spawn(self.lab.client, argv, "client", local[-1].port)
+        self.client_pids.append(proc.pid)
+        return local
+
+    def versions(self) -> dict[str, str]:
+        done = subprocess.run(["v2ray", "-version"], capture_output=True, text=True)
+        first = done.stdout.strip().splitlines()
+        return {"v2ray": first[0] if first else "?"}
+
+
+class TrojanGfw(Transport):
+    """Debian's trojan-gfw (1.16): run_type server (strangers to the answer server, its
+    `remote_addr`), and one run_type forward client per destination (as ss-tunnel), checking
+    the certificate against the file and the name. Its default cipher lists, TCP_NODELAY on."""
+
+    name = "trojan-gfw"
+    label = "trojan-gfw (Trojan+TLS)"
+
+    def __init__(self, lab: Lab, index: int, fallback: Endpoint) -> None:
+        super().__init__(lab, index)
+        self.password = secrets.token_urlsafe(16)
+        self.fallback = fallback
+
+    def _write(self, role: str, config: Mapping[str, Any]) -> Path:
+        path = self.lab.workdir / f"{self.name}-{role}.json"
+        path.write_text(json.dumps(config, indent=1))
+        return path
+
+    def start_server(self) -> None:
+        cert = certificate(self.lab.workdir)
+        config = {
+            "run_type": "server",
+            "local_addr": SERVER_ADDR,
+            "local_port": self.server_port,
+            "remote_addr": self.fallback.host,
+            "remote_port": self.fallback.port,
+            "password": [self.password],
+            "log_level": 2,
+            "ssl": {"cert": str(cert.cert), "key": str(cert.key), "alpn": ["http/1.1"]},
+            "tcp": {"no_delay": True},
+        }
+        argv = ["trojan", "-c", str(self._write("server", config))]
+        self.server_pid = self._spawn(self.lab.server, argv, "server", self.server_port).pid
+
+    def start_client(self, destinations: Sequence[Endpoint]) -> list[Endpoint]:
+        cert = certificate(self.lab.workdir)
+        local = []
+        for n, dest in enumerate(destinations):
+            ep = Endpoint(CLIENT_ADDR, self.client_port(n))
+            config = {
+                "run_type": "forward",
+                "local_addr": ep.host,
+                "local_port": ep.port,
+                "remote_addr": SERVER_ADDR,
+                "remote_port": self.server_port,
+                "target_addr": dest.host,
+                "target_port": dest.port,
+                "password": [self.password],
+                "log_level": 2,
+                "ssl": {
+                    "verify": True,
+                    "verify_hostname": True,
+                    "cert": str(cert.cert),
+                    "sni": TLS_NAME,
+                    "alpn": ["http/1.1"],
+                },
+                "tcp": {"no_delay": True},
+            }
+            argv = ["trojan", "-c", str(self._write(f"tunnel{n}", config))]
+            self.client_pids.append(self._spawn(self.lab.client, argv, f"tunnel{n}", ep.port).pid)
+            local.append(ep)
+        return local
+
+    def versions(self) -> dict[str, str]:
+        done = subprocess.run(["trojan", "-v"], capture_output=True, text=True)
+        first = (done.stdout + done.stderr).strip().splitlines()
+        return {"trojan-gfw": first[0].removeprefix("Welcome to ") if first else "?"}
+
+
 def short(method: str) -> str:
     return {"chacha20-ietf-poly1305": "chacha20"}.get(method, method)
 
@@ -271,14 +512,65 @@ TRANSPORTS: dict[str, Factory] = {
     "ss-libev-aes-256-gcm": lambda lab, i: LibevShadowsocks(lab, i, "aes-256-gcm"),
     "elsewhere-ss-chacha20": lambda lab, i: ElsewhereShadowsocks(lab, i, "chacha20-ietf-poly1305"),
     "ss-libev-chacha20": lambda lab, i: LibevShadowsocks(lab, i, "chacha20-ietf-poly1305"),
+    "elsewhere-ss2022-aes-256-gcm": lambda lab, i: ElsewhereSs2022(
+        lab, i, "2022-blake3-aes-256-gcm"
+    ),
+    "elsewhere-trojan-tls": lambda lab, i: ElsewhereTls(lab, i, "trojan", "tcp"),
+    "elsewhere-vless-tls": lambda lab, i: ElsewhereTls(lab, i, "vless", "tcp"),
+    "elsewhere-vless-ws-tls": lambda lab, i: ElsewhereTls(lab, i, "vless", "ws"),
+    "v2ray-vless-tls": V2rayVless,
+    "trojan-gfw": lambda lab, i: TrojanGfw(lab, i, ANSWER),
 }
 
-# which row each elsewhere row is held against for the issue's targets
-PEERS = {
-    "elsewhere-ss-aes-256-gcm": "ss-libev-aes-256-gcm",
-    "elsewhere-ss-chacha20": "ss-libev-chacha20",
+
+@dataclass(frozen=True)
+class Target:
+    """An issue's target for one elsewhere row, against a peer measured in the same run."""
+
+    peer: str
+    issue: int
+    throughput: float  # at least this many times the peer's, both directions
+    ttfb: bool = False  # added time to first byte at most the peer's
+    rss_kib: float | None = None  # server memory per idle tunnel at most this
+
+
+TARGETS = {
+    "elsewhere-ss-aes-256-gcm": Target("ss-libev-aes-256-gcm", 2, 1.0, True, 20),
+    "elsewhere-ss-chacha20": Target("ss-libev-chacha20", 2, 1.0, True, 20),
+    "elsewhere-ss2022-aes-256-gcm": Target("ss-libev-aes-256-gcm", 3, 1.5),
+    "elsewhere-trojan-tls": Target("trojan-gfw", 4, 1.0),
+    "elsewhere-vless-tls": Target("trojan-gfw", 4, 1.0),
+    "elsewhere-vless-ws-tls": Target("trojan-gfw", 4, 1.0),
+}
+
+TOOLS = {
+    "ss-libev": ("ss-server", "ss-tunnel"),
+    "v2ray": ("v2ray",),
+    "trojan-gfw": ("trojan",),
 }
 
 
-def missing_tools() -> list[str]:
-    return [t for t in ("ip", "ss", "iperf3", "ss-server", "ss-tunnel") if shutil.which(t) is None]
+def missing_tools(names: Sequence[str]) -> list[str]:
+    """Programs the chosen rows need that are not installed."""
+    need = ["ip", "ss", "iperf3"]
+    for name in names:
+        for prefix, tools in TOOLS.items():
+            if name.startswith(prefix):
+                need += tools
+    return [t for t in dict.fromkeys(need) if shutil.which(t) is None]
+
+
+def elsewhere_version() -> str:
+    """The commit elsewhere runs from: PYTHONPATH's tree when run.py set one (--rev), else the
+    repository's HEAD, with "+dirty" when files under src/ differ from it."""
+    rev = os.environ.get("ELSEWHERE_BENCH_REV")
+    if rev:
+        return rev
+    repo = str(Path(__file__).resolve().parent.parent)
+    head = subprocess.run(
+        ["git", "-C", repo, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", repo, "status", "--porcelain", "--", "src"], capture_output=True, text=True
+    ).stdout.strip()
+    return (head or "?") + ("+dirty" if dirty else "")
