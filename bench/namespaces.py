@@ -114,7 +114,9 @@ class Lab:
                 raise RuntimeError("the veth pair between the namespaces never came up")
             time.sleep(0.05)
 
-    def spawn(self, ns: str, argv: list[str], log: str) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, ns: str, argv: list[str], log: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         """Start `argv` inside namespace `ns`. `ip netns exec` execs the command itself, so the
         PID we get is the PID whose /proc counters we read."""
         out = open(self.workdir / f"{log}.log", "wb")  # noqa: SIM115 - closed with the process
@@ -124,6 +126,7 @@ class Lab:
             stdout=out,
             stderr=subprocess.STDOUT,
             preexec_fn=_raise_open_files,
+            env=env,
         )
         out.close()
         self.processes.append(proc)

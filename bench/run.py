@@ -29,14 +29,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 from namespaces import ANSWER, IPERF, Endpoint, Lab, cpu_seconds, rss_kib
-from transports import TARGETS, TRANSPORTS, Transport, missing_tools
+from transports import TARGETS, TRANSPORTS, ElsewhereTransport, Transport, missing_tools
 
 PROBES = str(Path(__file__).with_name("probes.py"))
 RESULTS = Path(__file__).with_name("results")
 TTFB_ROUNDS = 4  # connections are measured in rounds across transports, not in one block
 TTFB_WARMUP = 5
 RSS_SETTLE = 0.5  # seconds after the last tunnel is up before reading VmRSS
-REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -65,7 +64,7 @@ def main() -> int:
         print("run as root: the benchmark makes network namespaces", file=sys.stderr)
         return 2
     names = args.transports.split(",")
-    unknown = [n for n in names if n not in TRANSPORTS]
+    unknown = [n for n in names if n.partition("@")[0] not in TRANSPORTS]
     if unknown:
         print(f"unknown transport {unknown[0]!r}; known: {', '.join(TRANSPORTS)}", file=sys.stderr)
         return 2
@@ -82,8 +81,6 @@ def main() -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     workdir = RESULTS / f"run-{stamp}"
     workdir.mkdir(parents=True, exist_ok=True)
-    if args.rev:
-        use_revision(args.rev, workdir)
 
     def on_signal(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
@@ -140,7 +137,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--json", help="where to write the JSON (default bench/results/bench-*.json)")
     p.add_argument(
         "--rev",
-        help="run elsewhere as committed at this git revision (default: the working tree)",
+        help="run elsewhere as committed at this git revision (default: the working tree); "
+        "one row alone: NAME@REV in --transports",
     )
     args = p.parse_args()
     quick = {"runs": 1, "seconds": 3, "connections": 50, "tunnels": 100}
@@ -151,26 +149,6 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def use_revision(rev: str, workdir: Path) -> None:
-    """Export src/ as committed at `rev` into the run's folder and put it first on every
-    elsewhere process's path (and ours), so the working tree's uncommitted edits stay out."""
-    commit = subprocess.run(
-        ["git", "-C", str(REPOSITORY), "rev-parse", "--short", rev],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    tree = workdir / f"src-{commit}"
-    tree.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(REPOSITORY), "archive", commit, "src"], capture_output=True, check=True
-    )
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
-    os.environ["PYTHONPATH"] = str(tree / "src")
-    os.environ["ELSEWHERE_BENCH_REV"] = commit
-    sys.path.insert(0, str(tree / "src"))
-
-
 def measure(lab: Lab, names: list[str], args: argparse.Namespace) -> list[Row]:
     iperf = start_iperf_server(lab)
     answer = lab.spawn(lab.server, [sys.executable, PROBES, "serve", *split(ANSWER)], "answer")
@@ -178,7 +156,11 @@ def measure(lab: Lab, names: list[str], args: argparse.Namespace) -> list[Row]:
 
     rows = []
     for index, name in enumerate(names):
-        transport = TRANSPORTS[name](lab, index)
+        kind, _, rev = name.partition("@")
+        transport = TRANSPORTS[kind](lab, index)
+        transport.kind = kind
+        if isinstance(transport, ElsewhereTransport) and (rev or args.rev):
+            transport.run_from(rev or args.rev)
         transport.start_server()
         row = Row(transport, transport.start_client([IPERF, ANSWER]))
         rows.append(row)
@@ -186,12 +168,12 @@ def measure(lab: Lab, names: list[str], args: argparse.Namespace) -> list[Row]:
 
     # memory first, while every process is fresh: the conservative figure
     for row in rows:
-        if row.transport.server_pid is not None:
+        if row.transport.server_pid is not None and args.tunnels:
             row.idle = idle_tunnels(lab, row, args.tunnels)
             say(f"{row.transport.name}: {row.idle.get('kib_per_tunnel', '?')} KiB per idle tunnel")
 
     per_round = -(-args.connections // TTFB_ROUNDS)
-    for _ in range(TTFB_ROUNDS):
+    for _ in range(TTFB_ROUNDS if args.connections else 0):
         for row in rows:
             warm = not row.ttfb
             pids = row.transport.pids
@@ -328,6 +310,7 @@ def summarise(
         med, p = median(row.ttfb), p90(row.ttfb)
         results[t.name] = {
             "label": t.label,
+            "kind": t.kind,
             "mbps_up": up,
             "mbps_down": down,
             "mbps_up_runs": row.mbps["up"],
@@ -367,19 +350,22 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
     """The issues' targets for each elsewhere row against its peer measured in the same run;
     a verdict is None where the issue sets no such target."""
     out = {}
-    for ours, target in TARGETS.items():
-        if ours not in results or target.peer not in results:
+    for ours, a in results.items():
+        target = TARGETS.get(a["kind"])
+        peers = [r for r in results.values() if target and r["kind"] == target.peer]
+        if target is None or not peers:
             continue
-        a, b = results[ours], results[target.peer]
+        b = peers[0]
         measured = [k for k in ("mbps_up", "mbps_down") if a[k] and b[k]]
         out[ours] = {
-            "peer": target.peer,
+            "peer": peers[0]["label"],
             "issue": target.issue,
             "throughput_target": target.throughput,
             "throughput_vs_peer_up": ratio(a["mbps_up"], b["mbps_up"]),
             "throughput_vs_peer_down": ratio(a["mbps_down"], b["mbps_down"]),
-            "throughput_ok": bool(measured)
-            and all(a[k] >= target.throughput * b[k] for k in measured),
+            "throughput_ok": (
+                all(a[k] >= target.throughput * b[k] for k in measured) if measured else None
+            ),
             "added_ttfb_ok": (
                 _le(a["added_ttfb_ms_median"], b["added_ttfb_ms_median"]) if target.ttfb else None
             ),

@@ -31,8 +31,9 @@ class Transport:
     """A row of the table. `pids` are the processes whose CPU time is charged to it,
     `server_pid` the one whose memory is measured per idle tunnel."""
 
-    name = "?"
+    name = "?"  # unique in the run
     label = "?"  # what the table says about it
+    kind = "?"  # its key in TRANSPORTS
 
     def __init__(self, lab: Lab, index: int) -> None:
         self.lab = lab
@@ -61,8 +62,10 @@ class Transport:
             self.lab.stop(proc)
         self.procs.clear()
 
-    def _spawn(self, ns: str, argv: list[str], log: str, port: int) -> subprocess.Popen[bytes]:
-        proc = self.lab.spawn(ns, argv, f"{self.name}-{log}")
+    def _spawn(
+        self, ns: str, argv: list[str], log: str, port: int, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        proc = self.lab.spawn(ns, argv, f"{self.name}-{log}", env)
         self.procs.append(proc)
         self.lab.wait_listening(ns, port, proc)
         return proc
@@ -130,11 +133,25 @@ class ElsewhereTransport(Transport):
     """An elsewhere server engine and one elsewhere client engine with a tunnel inbound per
     destination. Subclasses give the protocol's server inbound and client outbound."""
 
+    source: Path | None = None  # src/ of an exported commit, else the working tree's
+    commit: str | None = None
+
     def server_inbound(self) -> dict[str, Any]:
         raise NotImplementedError
 
     def client_outbound(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def run_from(self, rev: str) -> None:
+        """Run this row from `src/` as committed at `rev`, not from the working tree."""
+        self.commit, self.source = export_source(rev, self.lab.workdir)
+        self.name += f"@{self.commit}"
+        self.label += f" @{self.commit}"
+
+    def _env(self) -> dict[str, str] | None:
+        if self.source is None:
+            return None
+        return {**os.environ, "PYTHONPATH": str(self.source)}
 
     def _write(self, role: str, config: Mapping[str, Any]) -> Path:
         path = self.lab.workdir / f"{self.name}-{role}.toml"
@@ -148,7 +165,8 @@ class ElsewhereTransport(Transport):
             "timeouts": {"idle": IDLE_TIMEOUT},
         }
         argv = _elsewhere_argv(self._write("server", config))
-        self.server_pid = self._spawn(self.lab.server, argv, "server", self.server_port).pid
+        server = self._spawn(self.lab.server, argv, "server", self.server_port, self._env())
+        self.server_pid = server.pid
 
     def start_client(self, destinations: Sequence[Endpoint]) -> list[Endpoint]:
         local = [Endpoint(CLIENT_ADDR, self.client_port(n)) for n in range(len(destinations))]
@@ -169,12 +187,12 @@ class ElsewhereTransport(Transport):
             "timeouts": {"idle": IDLE_TIMEOUT},
         }
         argv = _elsewhere_argv(self._write("client", config))
-        proc = self._spawn(self.lab.client, argv, "client", local[-1].port)
+        proc = self._spawn(self.lab.client, argv, "client", local[-1].port, self._env())
         self.client_pids.append(proc.pid)
         return local
 
     def versions(self) -> dict[str, str]:
-        return {"elsewhere": elsewhere_version()}
+        return {"elsewhere": self.commit or working_tree_version()}
 
 
 class ElsewhereShadowsocks(ElsewhereTransport):
@@ -560,17 +578,38 @@ def missing_tools(names: Sequence[str]) -> list[str]:
     return [t for t in dict.fromkeys(need) if shutil.which(t) is None]
 
 
-def elsewhere_version() -> str:
-    """The commit elsewhere runs from: PYTHONPATH's tree when run.py set one (--rev), else the
-    repository's HEAD, with "+dirty" when files under src/ differ from it."""
-    rev = os.environ.get("ELSEWHERE_BENCH_REV")
-    if rev:
-        return rev
-    repo = str(Path(__file__).resolve().parent.parent)
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+@cache
+def export_source(rev: str, workdir: Path) -> tuple[str, Path]:
+    """`src/` as committed at `rev`, exported into the run's folder: (short commit, path for
+    PYTHONPATH, where it comes before the venv's editable install of the working tree)."""
+    commit = subprocess.run(
+        ["git", "-C", str(REPOSITORY), "rev-parse", "--short", rev],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    tree = workdir / f"src-{commit}"
+    tree.mkdir(exist_ok=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPOSITORY), "archive", commit, "src"], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return commit, tree / "src"
+
+
+def working_tree_version() -> str:
+    """The repository's HEAD, with "+dirty" when files under src/ differ from it."""
     head = subprocess.run(
-        ["git", "-C", repo, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ["git", "-C", str(REPOSITORY), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     dirty = subprocess.run(
-        ["git", "-C", repo, "status", "--porcelain", "--", "src"], capture_output=True, text=True
+        ["git", "-C", str(REPOSITORY), "status", "--porcelain", "--", "src"],
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     return (head or "?") + ("+dirty" if dirty else "")
