@@ -272,6 +272,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return int(run_async(demo(exit_after=args.exit)) or 0)
 
 
+def cmd_lab(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from elsewhere.lab.errors import LabError
+    from elsewhere.lab.run import run_lab
+
+    def names(text: str | None) -> list[str] | None:
+        return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+    try:
+        run_lab(
+            names(args.techniques),
+            names(args.transports),
+            json_path=Path(args.json) if args.json else None,
+            quick=args.quick,
+        )
+    except LabError as exc:  # the lab could not be built or a process did not come up
+        print(f"elsewhere lab: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
 # parser
 
 
@@ -380,6 +402,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", cmd_demo, "start a server and a client here and fetch a page through them")
     p.add_argument("--exit", action="store_true", help="exit after the page was fetched")
+
+    p = add(
+        "lab",
+        cmd_lab,
+        "run every transport against every censor technique in a censor lab on this "
+        "machine (network namespaces; needs root) and print the survival matrix",
+    )
+    p.add_argument(
+        "--techniques",
+        metavar="LIST",
+        help="comma-separated techniques, a+b for a combination, none for no censorship "
+        "(default: every technique)",
+    )
+    p.add_argument(
+        "--transports",
+        metavar="LIST",
+        help="comma-separated transports, e.g. direct,elsewhere-ss-prefix,openvpn "
+        "(default: all; a Debian peer that is not installed is skipped)",
+    )
+    p.add_argument("--json", metavar="PATH", help="also write the matrix as JSON to PATH")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="direct and elsewhere's transports against the common techniques only",
+    )
     return parser
 
 
