@@ -5,7 +5,8 @@ TLS without SNI, silence — each get exactly what the fallback web server alone
 bytes: the same answer byte for byte, and the same ending (closed by the server, or left open
 and still answering); each is counted in stats.probes. The same with the decoy site against the
 decoy served straight. Replays of a real client's recorded bytes, against `openssl s_server`
-with our certificate: a ClientHello alone gets the same; a whole recording does not yet."""
+with our certificate: a ClientHello alone and a whole recording get the same (the whole one:
+flight, alert, FIN); handshakes cut short or forged end as nginx ends them, and are counted."""
 
 from __future__ import annotations
 
@@ -451,10 +452,13 @@ def record_types(data: bytes) -> list[int]:
     return kinds
 
 
-async def replay(port: int, data: bytes) -> tuple[list[int], str]:
+async def replay(port: int, data: bytes, eof: bool = False) -> tuple[list[int], str]:
+    """The record types sent back to `data` (then a FIN from us with `eof`), and the ending."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(data)
+        if eof:
+            writer.write_eof()
         answer, ending = await read_on(reader, QUIET)
     finally:
         writer.close()
@@ -477,12 +481,6 @@ async def test_a_replayed_client_hello_gets_what_an_openssl_web_server_sends(
 
 
 @pytest.mark.interop  # needs the openssl command (Debian package openssl)
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="asyncio's and uvloop's TLS drop the server flight when the handshake fails in the "
-    "same read: a replayed recording gets nothing, OpenSSL web servers send flight and alert",
-)
 async def test_a_replayed_recording_gets_what_an_openssl_web_server_sends(
     tmp_path: Path, site: int
 ) -> None:
@@ -493,3 +491,84 @@ async def test_a_replayed_recording_gets_what_an_openssl_web_server_sends(
             # the flight, then an encrypted alert (its Finished does not verify), then close
             assert await replay(alone, recording) == ([22, 20, 23, 23, 23, 23, 23], "closed")
             assert await replay(port, recording) == await replay(alone, recording)
+        assert engine.stats.probes == 1  # the failed handshake, counted before the close
+        assert engine.stats.sessions == 1
+
+
+NGINX_TLS = """
+worker_processes 1;
+daemon off;
+master_process off;
+pid {dir}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {dir}/cert.pem;
+        ssl_certificate_key {dir}/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;  # as Debian's nginx.conf, less what OpenSSL 3 refuses
+        location / {{ return 200 "It works.\\n"; }}
+    }}
+}}
+"""
+
+
+@contextlib.asynccontextmanager
+async def nginx_server(tmp_path: Path) -> AsyncIterator[int]:
+    """Debian's nginx serving TLS with our certificate (from server_config's make_cert)."""
+    port = free_port()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(NGINX_TLS.format(dir=tmp_path, port=port))
+    args = ["-c", str(conf), "-p", str(tmp_path), "-e", str(tmp_path / "error.log")]
+    process = await asyncio.create_subprocess_exec(
+        "nginx", *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                except OSError:
+                    if process.returncode is not None:
+                        pytest.fail(f"nginx exited: {(tmp_path / 'error.log').read_text()}")
+                    await asyncio.sleep(0.02)  # poll interval while nginx starts
+                    continue
+                writer.close()
+                break
+        yield port
+    finally:
+        process.kill()
+        await process.wait()
+
+
+@pytest.mark.interop  # needs nginx (Debian package nginx)
+async def test_handshakes_cut_short_or_forged_end_as_nginx_ends_them_and_are_counted(
+    tmp_path: Path, site: int
+) -> None:
+    async with Engine(from_mapping(server_config(tmp_path, f"127.0.0.1:{site}"))) as engine:
+        port = engine.inbounds[0].port
+        recording = await recorded_client(port, site)
+        hello = recording[: 5 + int.from_bytes(recording[3:5], "big")]
+        forged = bytes([23, 3, 3, 0, 32]) + random.Random(5).randbytes(32)
+        cases = {
+            "a hello, then FIN": (hello, True),
+            "half a hello, then FIN": (hello[: len(hello) // 2], True),
+            "a FIN at once": (b"", True),
+            "a hello and a forged record": (hello + forged, False),
+            "the whole recording": (recording, False),
+        }
+        async with nginx_server(tmp_path) as alone:
+            for name, (data, eof) in cases.items():
+                theirs = await replay(alone, data, eof)
+                assert await replay(port, data, eof) == theirs, name
+                assert theirs[1] == "closed", name
+        # nginx (OpenSSL 3, SSL_OP_IGNORE_UNEXPECTED_EOF) sends no alert to a FIN
+        assert await replay(port, hello, eof=True) == ([22, 20, 23, 23, 23, 23], "closed")
+        assert engine.stats.probes == len(cases) + 1
+        assert engine.stats.sessions == 1

@@ -23,6 +23,7 @@ from elsewhere.session import Destination, Session
 from elsewhere.transports.layer import Layer, Pending
 from elsewhere.transports.tcp import listen
 from elsewhere.transports.tls import ServerCertificate
+from elsewhere.transports.tls_layer import TlsServerLayer
 from elsewhere.transports.websocket import WebSocketLayer
 from elsewhere.udp import NatTable, forward
 
@@ -306,8 +307,20 @@ class TlsInbound:
     async def start(self, engine: Engine) -> None:
         self.engine = engine
         what = f'tls inbound "{self.tag}"'
-        self.server = await listen(lambda: _Detect(self), self.host, self.port, what, ssl=self.ssl)
+        self.server = await listen(self._accepted, self.host, self.port, what)
         self.port = self.server.sockets[0].getsockname()[1]
+
+    def _accepted(self) -> asyncio.BaseProtocol:
+        if self.ssl is None:
+            return _Detect(self)
+        # our own TLS layer, not create_server(ssl=): a failed handshake then ends as nginx
+        # ends it (its reply and alert are sent), and is counted
+        return TlsServerLayer(self.ssl, _Detect(self), on_handshake_failed=self._handshake_failed)
+
+    def _handshake_failed(self, exc: BaseException | None) -> None:
+        """A TLS handshake that failed, timed out or was cut short: nobody of ours."""
+        assert self.engine is not None
+        self.engine.stats.probes += 1
 
     async def stop(self) -> None:
         if self.server is not None:

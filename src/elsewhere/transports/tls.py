@@ -247,6 +247,9 @@ def server_context(
     context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
     context.options |= ssl.OP_NO_COMPRESSION
     context.options &= ~ssl.OP_NO_TICKET
+    # as nginx sets it on OpenSSL 3 (ngx_ssl_create): a client that closes mid-handshake gets
+    # no alert, as from nginx, and a stream cut without close_notify reads as an ordinary end
+    context.options |= ssl.OP_IGNORE_UNEXPECTED_EOF
     if alpn:
         context.set_alpn_protocols(list(alpn))
     try:
