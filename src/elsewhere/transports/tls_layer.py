@@ -16,14 +16,15 @@ import threading
 from collections.abc import Callable
 from typing import Any, cast
 
+from elsewhere.transports.tcp import TLS_HANDSHAKE_TIMEOUT
+
 # What one socket read may bring, and the most decrypted bytes handed up in one data_received:
 # large chunks keep the relay's per-chunk cost (a method call and a socket write) off the
 # per-record path. OpenSSL gives out one record (at most 16 KiB) per read call, so records are
 # decrypted into one buffer and copied out once.
 READ_CHUNK = 256 * 1024
-# nginx closes a connection that has not finished its handshake after client_header_timeout
-# (60 s); elsewhere has used 30 s (transports.tcp.TLS_HANDSHAKE_TIMEOUT).
-HANDSHAKE_TIMEOUT = 30.0
+# A handshake not finished by then is closed (nginx: client_header_timeout, 60 s by default).
+HANDSHAKE_TIMEOUT = TLS_HANDSHAKE_TIMEOUT
 
 HandshakeFailed = Callable[[BaseException | None], None]
 
