@@ -70,9 +70,13 @@ class Engine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._relays: dict[Relay, str | None] = {}
         self._stopped = asyncio.Event()
+        # taken once at start and handed to every per-connection object: asyncio's
+        # get_running_loop() costs a getpid() syscall per call on Python 3.11
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     # lifecycle
     async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
         started: list[Inbound] = []
         try:
             for inbound in self.inbounds:
@@ -107,7 +111,7 @@ class Engine:
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run `coro` owned by the engine: cancelled on stop, errors logged, never lost."""
-        task = asyncio.get_running_loop().create_task(coro)
+        task = (self.loop or asyncio.get_running_loop()).create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
@@ -180,7 +184,11 @@ class Engine:
     ) -> Relay:
         """Join the two streams; the relay lives until both are closed."""
         relay = Relay(
-            inbound, outbound, idle_timeout=self.idle_timeout, account=self.accountant(session.user)
+            inbound,
+            outbound,
+            idle_timeout=self.idle_timeout,
+            account=self.accountant(session.user),
+            loop=self.loop,
         )
         self._relays[relay] = session.user
         self.stats.active += 1

@@ -21,7 +21,8 @@ Account = Callable[[int, int], None]
 
 class IdleTimer:
     """Calls `expire` once nothing has happened for `timeout` seconds; `touch()` costs one
-    attribute store so it can sit on the data path. Checked four times per timeout."""
+    attribute store so it can sit on the data path. Checked four times per timeout. Pass the
+    `loop` where the caller has it: asking asyncio for it costs a getpid() syscall each time."""
 
     __slots__ = ("_handle", "_last", "_loop", "active", "expire", "tick", "timeout")
 
@@ -30,8 +31,9 @@ class IdleTimer:
         timeout: float,
         expire: Callable[[], None],
         tick: Callable[[], None] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop if loop is not None else asyncio.get_running_loop()
         self.timeout = timeout
         self.expire = expire
         self.tick = tick
@@ -110,11 +112,14 @@ class Relay:
         *,
         idle_timeout: float,
         account: Account | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        if loop is None:
+            loop = asyncio.get_running_loop()
         self.account = account
         self.reported = (0, 0)
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.timer = IdleTimer(idle_timeout, self.close, self._report)
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.timer = IdleTimer(idle_timeout, self.close, self._report, loop)
         self.ends = (_End(self, 0, inbound), _End(self, 1, outbound))
         self.ends[0].peer, self.ends[1].peer = outbound, inbound
         for end in self.ends:

@@ -50,7 +50,9 @@ class Handshake(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.timer = IdleTimer(self.engine.idle_timeout, self.transport.close)
+        self.timer = IdleTimer(
+            self.engine.idle_timeout, self.transport.close, loop=self.engine.loop
+        )
 
     def data_received(self, data: bytes) -> None:
         assert self.timer is not None

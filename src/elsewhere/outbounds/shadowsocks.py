@@ -44,7 +44,9 @@ class ShadowsocksOutbound:
         )
         async with asyncio.timeout(CONNECT_TIMEOUT):
             await loop.create_connection(lambda: crypto, self.key.host, self.key.port)
-        return stack(crypto, HeaderLayer(encode_address(session.destination), HEADER_WAIT))
+        return stack(
+            crypto, HeaderLayer(encode_address(session.destination), HEADER_WAIT, loop=loop)
+        )
 
     async def open_udp(self, session: Session, receive: DatagramReceiver) -> PacketFlow:
         cipher = self.cipher

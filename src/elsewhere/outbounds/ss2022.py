@@ -94,8 +94,10 @@ class _Stream(CryptoLayer):
         destination: Destination,
         clock: Clock,
         watch: ClockWatch,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         super().__init__(self._encode, self._decode)
+        self.loop = loop
         self.codec = codec
         self.destination = destination
         self.clock = clock
@@ -108,7 +110,7 @@ class _Stream(CryptoLayer):
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.timer = asyncio.get_running_loop().call_later(HEADER_WAIT, self.flush_request)
+        self.timer = self.loop.call_later(HEADER_WAIT, self.flush_request)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
@@ -180,7 +182,7 @@ class Ss2022Outbound:
     async def open_tcp(self, session: Session) -> asyncio.Transport:
         loop = asyncio.get_running_loop()
         codec = TcpClient(self.method, self.psks, salt_pool=self.salts)
-        stream = _Stream(codec, session.destination, self.clock, self.clock_watch)
+        stream = _Stream(codec, session.destination, self.clock, self.clock_watch, loop)
         async with asyncio.timeout(CONNECT_TIMEOUT):
             await loop.create_connection(lambda: stream, self.key.host, self.key.port)
         return stream

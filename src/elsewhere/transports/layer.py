@@ -163,16 +163,22 @@ class HeaderLayer(Layer):
     `wait` seconds (a server-speaks-first protocol), the header goes alone."""
 
     def __init__(
-        self, header: bytes, wait: float = 0.01, upper: asyncio.BaseProtocol | None = None
+        self,
+        header: bytes,
+        wait: float = 0.01,
+        upper: asyncio.BaseProtocol | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(upper)
         self.header: bytes | None = header
         self.wait = wait
         self.timer: asyncio.TimerHandle | None = None
+        self.loop = loop  # given by callers that have it (saves a getpid() per connection)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.timer = asyncio.get_running_loop().call_later(self.wait, self.flush_header)
+        loop = self.loop if self.loop is not None else asyncio.get_running_loop()
+        self.timer = loop.call_later(self.wait, self.flush_header)
 
     def flush_header(self) -> None:
         if self.timer is not None:
