@@ -15,6 +15,7 @@ from elsewhere.outbounds.base import DatagramReceiver, register
 from elsewhere.policy import AddressPolicy
 from elsewhere.session import Destination, IPAddress, Session
 from elsewhere.transports.layer import Pending
+from elsewhere.transports.tcp import connect_tcp
 
 CONNECT_TIMEOUT = 10.0
 
@@ -54,10 +55,9 @@ class DirectOutbound:
         last: Exception = OSError(f"cannot connect to {session.destination}")
         for family, addr in await self.checked_addresses(session.destination, socket.SOCK_STREAM):
             try:
-                async with asyncio.timeout(CONNECT_TIMEOUT):
-                    transport, _ = await loop.create_connection(
-                        Pending, addr[0], addr[1], family=family
-                    )
+                transport, _ = await connect_tcp(
+                    loop, Pending, addr[0], addr[1], CONNECT_TIMEOUT, family=family
+                )
                 return transport
             except (OSError, TimeoutError) as exc:
                 last = exc

@@ -23,6 +23,7 @@ from elsewhere.outbounds.base import DatagramReceiver, register
 from elsewhere.outbounds.packets import PacketFlow, connect
 from elsewhere.session import Destination, Session
 from elsewhere.transports.layer import CryptoLayer, HeaderLayer, stack
+from elsewhere.transports.tcp import connect_tcp
 
 CONNECT_TIMEOUT = 10.0
 HEADER_WAIT = 0.01  # Outline waits 10 ms for the first data before sending the header alone
@@ -42,8 +43,7 @@ class ShadowsocksOutbound:
             StreamEncryptor(self.cipher, prefix=self.prefix).encrypt,
             StreamDecryptor(self.cipher).decrypt,
         )
-        async with asyncio.timeout(CONNECT_TIMEOUT):
-            await loop.create_connection(lambda: crypto, self.key.host, self.key.port)
+        await connect_tcp(loop, lambda: crypto, self.key.host, self.key.port, CONNECT_TIMEOUT)
         return stack(
             crypto, HeaderLayer(encode_address(session.destination), HEADER_WAIT, loop=loop)
         )

@@ -32,6 +32,7 @@ from elsewhere.outbounds.packets import PacketFlow, connect
 from elsewhere.outbounds.shadowsocks import key_from_options
 from elsewhere.session import Destination, Session
 from elsewhere.transports.layer import CryptoLayer
+from elsewhere.transports.tcp import connect_tcp
 
 log = logging.getLogger("elsewhere.ss2022")
 
@@ -183,8 +184,7 @@ class Ss2022Outbound:
         loop = asyncio.get_running_loop()
         codec = TcpClient(self.method, self.psks, salt_pool=self.salts)
         stream = _Stream(codec, session.destination, self.clock, self.clock_watch, loop)
-        async with asyncio.timeout(CONNECT_TIMEOUT):
-            await loop.create_connection(lambda: stream, self.key.host, self.key.port)
+        await connect_tcp(loop, lambda: stream, self.key.host, self.key.port, CONNECT_TIMEOUT)
         return stream
 
     async def open_udp(self, session: Session, receive: DatagramReceiver) -> PacketFlow:

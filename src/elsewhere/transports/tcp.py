@@ -1,5 +1,5 @@
-"""Listening sockets: one place that turns "address in use" and friends into a line a person
-can act on."""
+"""TCP sockets: listening, with one place that turns "address in use" and friends into a line
+a person can act on; and connecting with a deadline at the cost of one timer."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ import asyncio
 import errno
 from collections.abc import Callable
 from ssl import SSLContext
+from typing import Any, TypeVar
 
 from elsewhere.errors import ConfigError
 
 BACKLOG = 1024
 TLS_HANDSHAKE_TIMEOUT = 30.0
+
+P = TypeVar("P", bound=asyncio.BaseProtocol)
 
 
 async def listen(
@@ -45,6 +48,38 @@ async def listen_udp(
     except OSError as exc:
         raise ConfigError(_explain(exc, host, port, what + " (UDP)")) from None
     return transport
+
+
+async def connect_tcp(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], P],
+    host: str,
+    port: int,
+    timeout: float,
+    **options: Any,
+) -> tuple[asyncio.Transport, P]:
+    """`loop.create_connection` that raises TimeoutError after `timeout` seconds. Per
+    connection this is one timer and one closure, where `asyncio.timeout()` builds a Timeout,
+    looks up the task and the loop twice and reschedules a timer (every outbound pays it)."""
+    task = asyncio.current_task(loop)
+    assert task is not None, "connect_tcp() runs inside a task"
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    timer = loop.call_later(timeout, expire)
+    try:
+        transport, protocol = await loop.create_connection(factory, host, port, **options)
+    except asyncio.CancelledError:
+        if expired and task.uncancel() == 0:
+            raise TimeoutError(f"no connection to {host}:{port} within {timeout:g} s") from None
+        raise
+    finally:
+        timer.cancel()
+    return transport, protocol
 
 
 def _explain(exc: OSError, host: str, port: int, what: str) -> str:
