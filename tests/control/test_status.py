@@ -51,3 +51,16 @@ def test_clock_suspicion_reaches_the_status_line() -> None:
     assert "system clock" not in status_line(engine, "s:1")
     engine.outbounds["proxy"].clock_watch.suspect = True  # type: ignore[attr-defined]
     assert "check the system clock" in status_line(engine, "s:1")
+
+
+def test_first_run_ports_are_free_for_tcp_and_udp() -> None:
+    import socket
+
+    from elsewhere.control.roles import random_port
+
+    for _ in range(20):
+        port = random_port()
+        assert 20000 <= port < 60000
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            with socket.socket(socket.AF_INET, kind) as probe:
+                probe.bind(("", port))

@@ -8,6 +8,7 @@ import asyncio
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from elsewhere.codecs import socks5
 from elsewhere.control import roles
@@ -67,12 +68,18 @@ async def demo(exit_after: bool = False) -> int:
         stop = asyncio.Event()
         server_ready: asyncio.Future[Engine] = asyncio.get_running_loop().create_future()
         try:
-            settings, (record,) = roles.prepare_server(store, 0, "127.0.0.1", "127.0.0.1")
+            settings, (record,) = roles.prepare_server(
+                store, 0, "127.0.0.1", "127.0.0.1", port_ss2022=0, port_tls=0
+            )
             settings.allow_private = True  # the demo's web site lives on loopback
             server_task = asyncio.create_task(
                 roles.run_server(store, settings, server_ready.set_result, stop)
             )
-            server = await server_ready
+            waiting: set[asyncio.Future[Any]] = {server_ready, server_task}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if not server_ready.done():
+                await server_task  # it failed to start: its error is the demo's
+            server = server_ready.result()
             port = server.inbounds[0].port  # type: ignore[attr-defined]
             store.set_setting("port", str(port))
             key = roles.access_key(store, record)

@@ -85,7 +85,16 @@ PORT_SETTING = {"ss": "port", "ss2022": "port_ss2022", "trojan": "port_tls", "vl
 
 
 def random_port() -> int:
-    return secrets.randbelow(40000) + 20000  # a high port nobody expects, like Outline's
+    """A high port nobody expects (like Outline's), free for TCP and UDP right now."""
+    while True:
+        port = secrets.randbelow(40000) + 20000
+        try:
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                with socket.socket(socket.AF_INET, kind) as probe:
+                    probe.bind(("", port))
+        except OSError:
+            continue
+        return port
 
 
 def ensure_settings(store: SqliteStore) -> None:
