@@ -188,16 +188,18 @@ class Engine:
             outbound,
             idle_timeout=self.idle_timeout,
             account=self.accountant(session.user),
+            on_done=self._relay_done,
             loop=self.loop,
         )
-        self._relays[relay] = session.user
-        self.stats.active += 1
-        relay.done.add_done_callback(lambda _: self._relay_done(relay))
+        if not relay.finished:  # both ends may have closed before it started
+            self._relays[relay] = session.user
+            self.stats.active += 1
         return relay
 
     def _relay_done(self, relay: Relay) -> None:
-        self._relays.pop(relay, None)
-        self.stats.active -= 1
+        if relay in self._relays:
+            del self._relays[relay]
+            self.stats.active -= 1
 
     def accountant(self, user: str | None) -> Callable[[int, int], None]:
         stats, meter = self.stats, self.meter

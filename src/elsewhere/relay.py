@@ -103,7 +103,8 @@ class _End(asyncio.Protocol):
 
 class Relay:
     """Joins `inbound` (the side the user is on) and `outbound`; bytes read from the inbound
-    side count as up, from the outbound side as down. `done` resolves when both are closed."""
+    side count as up, from the outbound side as down. `on_done(relay)` is called once both are
+    closed (a plain callback: a Future cost its creation, a done-callback and a loop pass)."""
 
     def __init__(
         self,
@@ -112,13 +113,13 @@ class Relay:
         *,
         idle_timeout: float,
         account: Account | None = None,
+        on_done: Callable[[Relay], None] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        if loop is None:
-            loop = asyncio.get_running_loop()
         self.account = account
+        self.on_done = on_done
+        self.finished = False
         self.reported = (0, 0)
-        self.done: asyncio.Future[None] = loop.create_future()
         self.timer = IdleTimer(idle_timeout, self.close, self._report, loop)
         self.ends = (_End(self, 0, inbound), _End(self, 1, outbound))
         self.ends[0].peer, self.ends[1].peer = outbound, inbound
@@ -195,10 +196,13 @@ class Relay:
             self.account(up - last_up, down - last_down)
 
     def _finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
         self.timer.cancel()
         self._report()
-        if not self.done.done():
-            self.done.set_result(None)
+        if self.on_done is not None:
+            self.on_done(self)
 
     def __repr__(self) -> str:
         return f"<Relay up={self.up} down={self.down}>"
