@@ -18,6 +18,11 @@ from elsewhere.transports.layer import Pending
 from elsewhere.transports.tcp import connect_tcp
 
 CONNECT_TIMEOUT = 10.0
+VERDICTS = 4096  # policy verdicts kept per outbound (emptied when full): the hosts reached most
+
+Address = tuple[int, tuple[Any, ...]]  # (family, sockaddr)
+Verdict = tuple[int, str] | None  # an IP literal's (family, address), None when refused
+NAME: Verdict = (-1, "")  # not an IP literal: a name to resolve
 
 
 async def resolve(host: str, port: int, kind: int) -> list[tuple[int, tuple[Any, ...]]]:
@@ -31,16 +36,41 @@ class DirectOutbound:
     def __init__(self, tag: str, policy: AddressPolicy) -> None:
         self.tag = tag
         self.policy = policy
+        self.verdicts: dict[str, Verdict] = {}
 
-    async def checked_addresses(
-        self, dest: Destination, kind: int
-    ) -> list[tuple[int, tuple[Any, ...]]]:
-        ip = dest.ip
-        if ip is not None:  # an IP literal needs no lookup (a thread-pool round trip)
-            if not self.policy.permits(ip):
-                raise PolicyError(f"destination {dest} is a private or special address")
-            family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-            return [(family, (str(ip), dest.port))]
+    def verdict(self, host: str) -> Verdict:
+        """What the policy says about `host` as an IP literal, or NAME. Kept per host string:
+        parsing and checking an address costs more Python calls than the rest of a
+        connection's setup here, and the policy never changes while the outbound lives."""
+        verdict = self.verdicts.get(host, NAME)  # NAME is never kept: here it means "not yet"
+        if verdict is not NAME:
+            return verdict
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return NAME  # names are resolved each time anyway: nothing to keep
+        verdict = None
+        if self.policy.permits(ip):
+            verdict = (socket.AF_INET6 if ip.version == 6 else socket.AF_INET, str(ip))
+        if len(self.verdicts) >= VERDICTS:
+            self.verdicts.clear()
+        self.verdicts[host] = verdict
+        return verdict
+
+    def literal_address(self, dest: Destination) -> list[Address] | None:
+        """An IP literal needs no lookup (a thread-pool round trip): its checked address, or
+        None for a name; PolicyError when the policy refuses it."""
+        verdict = self.verdict(dest.host)
+        if verdict is NAME:
+            return None
+        if verdict is None:
+            raise PolicyError(f"destination {dest} is a private or special address")
+        return [(verdict[0], (verdict[1], dest.port))]
+
+    async def checked_addresses(self, dest: Destination, kind: int) -> list[Address]:
+        literal = self.literal_address(dest)
+        if literal is not None:
+            return literal
         try:
             addresses = await resolve(dest.host, dest.port, kind)
         except socket.gaierror as exc:
@@ -52,8 +82,12 @@ class DirectOutbound:
 
     async def open_tcp(self, session: Session) -> asyncio.Transport:
         loop = asyncio.get_running_loop()
-        last: Exception = OSError(f"cannot connect to {session.destination}")
-        for family, addr in await self.checked_addresses(session.destination, socket.SOCK_STREAM):
+        dest = session.destination
+        last: Exception = OSError(f"cannot connect to {dest}")
+        addresses = self.literal_address(dest)
+        if addresses is None:
+            addresses = await self.checked_addresses(dest, socket.SOCK_STREAM)
+        for family, addr in addresses:
             try:
                 transport, _ = await connect_tcp(
                     loop, Pending, addr[0], addr[1], CONNECT_TIMEOUT, family=family
