@@ -6,9 +6,15 @@ from __future__ import annotations
 import random
 
 import pytest
-from lab_doubles import TcpDouble, close_after, encrypted_looking, exchange, read_forever
+from lab_doubles import (
+    CensorStarter,
+    TcpDouble,
+    close_after,
+    encrypted_looking,
+    exchange,
+    read_forever,
+)
 
-from conftest import CensorStarter
 from elsewhere.lab import plan
 from elsewhere.lab.censor import CensorProcess, Event
 from elsewhere.lab.topology import Lab
