@@ -27,6 +27,7 @@ from elsewhere.transports.tcp import connect_tcp
 
 CONNECT_TIMEOUT = 10.0
 HEADER_WAIT = 0.01  # Outline waits 10 ms for the first data before sending the header alone
+HEADERS = 1024  # encoded request addresses kept per outbound (emptied when full)
 
 
 class ShadowsocksOutbound:
@@ -36,6 +37,19 @@ class ShadowsocksOutbound:
         self.cipher = Cipher.from_password(key.method, key.password)
         self.prefix = key.prefix
         StreamEncryptor(self.cipher, prefix=self.prefix)  # a bad prefix is a config error now
+        self.headers: dict[tuple[str, int], bytes] = {}
+
+    def header(self, destination: Destination) -> bytes:
+        """The request's address (SIP004), kept per host and port: encoding parses the host as
+        an IP address first, which costs more than the rest of the client's setup."""
+        key = (destination.host, destination.port)
+        header = self.headers.get(key)
+        if header is None:
+            header = encode_address(destination)
+            if len(self.headers) >= HEADERS:
+                self.headers.clear()
+            self.headers[key] = header
+        return header
 
     async def open_tcp(self, session: Session) -> asyncio.Transport:
         loop = asyncio.get_running_loop()
@@ -44,9 +58,7 @@ class ShadowsocksOutbound:
             StreamDecryptor(self.cipher).decrypt,
         )
         await connect_tcp(loop, lambda: crypto, self.key.host, self.key.port, CONNECT_TIMEOUT)
-        return stack(
-            crypto, HeaderLayer(encode_address(session.destination), HEADER_WAIT, loop=loop)
-        )
+        return stack(crypto, HeaderLayer(self.header(session.destination), HEADER_WAIT, loop=loop))
 
     async def open_udp(self, session: Session, receive: DatagramReceiver) -> PacketFlow:
         cipher = self.cipher
