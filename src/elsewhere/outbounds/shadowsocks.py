@@ -22,7 +22,7 @@ from elsewhere.errors import ConfigError
 from elsewhere.outbounds.base import DatagramReceiver, register
 from elsewhere.outbounds.packets import PacketFlow, connect
 from elsewhere.session import Destination, Session
-from elsewhere.transports.layer import CryptoLayer, HeaderLayer, stack
+from elsewhere.transports.layer import SealedHeaderLayer
 from elsewhere.transports.tcp import connect_tcp
 
 CONNECT_TIMEOUT = 10.0
@@ -53,12 +53,15 @@ class ShadowsocksOutbound:
 
     async def open_tcp(self, session: Session) -> asyncio.Transport:
         loop = asyncio.get_running_loop()
-        crypto = CryptoLayer(
+        stream = SealedHeaderLayer(
+            self.header(session.destination),
             StreamEncryptor(self.cipher, prefix=self.prefix).encrypt,
             StreamDecryptor(self.cipher).decrypt,
+            HEADER_WAIT,
+            loop,
         )
-        await connect_tcp(loop, lambda: crypto, self.key.host, self.key.port, CONNECT_TIMEOUT)
-        return stack(crypto, HeaderLayer(self.header(session.destination), HEADER_WAIT, loop=loop))
+        await connect_tcp(loop, lambda: stream, self.key.host, self.key.port, CONNECT_TIMEOUT)
+        return stream
 
     async def open_udp(self, session: Session, receive: DatagramReceiver) -> PacketFlow:
         cipher = self.cipher

@@ -186,7 +186,7 @@ class HeaderLayer(Layer):
             self.timer = None
         if self.header is not None and self.lower is not None and not self.lower.is_closing():
             header, self.header = self.header, None
-            self.lower.write(header)
+            self.send(header)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.header is not None:
@@ -194,6 +194,10 @@ class HeaderLayer(Layer):
                 self.timer.cancel()
                 self.timer = None
             data, self.header = self.header + data, None
+        self.send(data)
+
+    def send(self, data: bytes | bytearray | memoryview) -> None:
+        """How bytes leave: as they are here; sealed in SealedHeaderLayer."""
         assert self.lower is not None
         self.lower.write(data)
 
@@ -206,6 +210,29 @@ class HeaderLayer(Layer):
             self.timer.cancel()
             self.timer = None
         super().connection_lost(exc)
+
+
+class SealedHeaderLayer(HeaderLayer, CryptoLayer):
+    """A HeaderLayer and a CryptoLayer in one (a Shadowsocks client): the header is sealed with
+    the first data. One layer where two stacked cost a hop per event and ~20 Python calls per
+    connection."""
+
+    def __init__(
+        self,
+        header: bytes,
+        encode: Encode,
+        decode: Encode,
+        wait: float = 0.01,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        CryptoLayer.__init__(self, encode, decode)
+        self.header = header
+        self.wait = wait
+        self.timer = None
+        self.loop = loop
+
+    def send(self, data: bytes | bytearray | memoryview) -> None:
+        CryptoLayer.write(self, data)
 
 
 def stack(lower: Layer, upper: Layer) -> Layer:
