@@ -1,13 +1,16 @@
 """Opening a client stream to a TLS-family server: TCP, then TLS (SNI, ALPN, optional
 certificate pin), then optionally a WebSocket or Xray httpupgrade handshake on a path. The
-stream that comes back is a layer whose protocol is a Pending, ready for the protocol header."""
+stream that comes back is a layer whose protocol is a Pending, ready for the protocol header.
+With a browser fingerprint (`fp`) and the optional curl_cffi installed, a WebSocket goes out
+through transports.browser_ws instead, with that browser's TLS ClientHello."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +20,27 @@ from elsewhere.transports.layer import Layer, Pending, stack
 from elsewhere.transports.tls import client_context
 from elsewhere.transports.websocket import WebSocketLayer
 
+log = logging.getLogger("elsewhere.transports")
+
+# browser_ws.dial_browser_ws(settings, impersonate, host, port, timeout)
+BrowserDial = Callable[["StreamSettings", str, str, int, float], Awaitable[Layer]]
+
 CONNECT_TIMEOUT = 10.0
+# Share links' `fp` (Xray's uTLS preset names) -> curl-impersonate targets. uTLS's randomised
+# presets have no curl counterpart: they go out as the most common browser instead.
+FINGERPRINTS = {
+    "chrome": "chrome",
+    "firefox": "firefox",
+    "safari": "safari",
+    "ios": "safari_ios",
+    "android": "chrome_android",
+    "edge": "edge",
+    "360": "chrome",
+    "qq": "chrome",
+    "random": "chrome",
+    "randomized": "chrome",
+    "randomizednoalpn": "chrome",
+}
 
 
 @dataclass(frozen=True)
@@ -32,6 +55,7 @@ class StreamSettings:
     network: str = "tcp"  # "tcp", "ws" or "httpupgrade"
     path: str = "/"
     host: str | None = None  # HTTP Host for ws/httpupgrade (defaults to the SNI or server)
+    fingerprint: str | None = None  # `fp`: a browser whose TLS hello ws goes out with (curl_cffi)
 
     @classmethod
     def from_options(cls, tag: str, options: Mapping[str, Any]) -> StreamSettings:
@@ -44,6 +68,14 @@ class StreamSettings:
         alpn = options.get("alpn", ("http/1.1",))
         if isinstance(alpn, str):
             alpn = tuple(a for a in alpn.split(",") if a)
+        fingerprint = str(options.get("fp") or "").lower() or None
+        if fingerprint == "none":
+            fingerprint = None
+        if fingerprint is not None and fingerprint not in FINGERPRINTS:
+            raise ConfigError(
+                f'outbound "{tag}": fp {fingerprint!r} is not a browser fingerprint; '
+                f"use one of {', '.join(FINGERPRINTS)}"
+            )
         return cls(
             security=security,
             sni=options.get("sni"),
@@ -53,6 +85,7 @@ class StreamSettings:
             network=network,
             path=options.get("path", "/"),
             host=options.get("host"),
+            fingerprint=fingerprint,
         )
 
     def context(self) -> ssl.SSLContext:
@@ -109,6 +142,12 @@ async def dial(settings: StreamSettings, host: str, port: int) -> Layer:
     loop = asyncio.get_running_loop()
     base = Layer()
     use_tls = settings.security == "tls"
+    if settings.fingerprint is not None and use_tls:
+        browser = _browser_dialer(settings.network)
+        if browser is not None:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                impersonate = FINGERPRINTS[settings.fingerprint]
+                return await browser(settings, impersonate, host, port, CONNECT_TIMEOUT)
     async with asyncio.timeout(CONNECT_TIMEOUT):
         transport, _ = await loop.create_connection(
             lambda: base,
@@ -139,3 +178,24 @@ async def dial(settings: StreamSettings, host: str, port: int) -> Layer:
     if settings.network == "ws":
         return stack(base, WebSocketLayer(client=True))
     return base
+
+
+@functools.cache
+def _browser_dialer(network: str) -> BrowserDial | None:
+    """transports.browser_ws's dial when it can serve `network`, else None, saying why once."""
+    if network != "ws":
+        log.warning(
+            "fp (browser TLS fingerprint) is used for network ws only; "
+            "%s goes out with Python's TLS hello", network
+        )
+        return None
+    try:
+        from elsewhere.transports.browser_ws import dial_browser_ws
+    except ImportError:
+        log.warning(
+            "fp asks for a browser's TLS fingerprint but curl_cffi is not installed "
+            "(pip install 'elsewhere[browser]'); WebSocket goes out with Python's TLS hello, "
+            "which a censor can tell from a browser's"
+        )
+        return None
+    return dial_browser_ws
