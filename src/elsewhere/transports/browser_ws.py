@@ -141,6 +141,8 @@ class BrowserWebSocket(Layer):
         self._low = self._high // 4 if low is None else low
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if self._lost:  # the curl handle is gone
+            return default
         curl = self.ws.curl
         try:
             if name == "peername":
@@ -148,7 +150,7 @@ class BrowserWebSocket(Layer):
                         curl.getinfo(CurlInfo.PRIMARY_PORT))
             if name == "sockname":
                 return (_text(curl.getinfo(CurlInfo.LOCAL_IP)), curl.getinfo(CurlInfo.LOCAL_PORT))
-        except CurlError:  # the handle is gone once the stream is closed
+        except CurlError:
             return default
         return default
 

@@ -310,8 +310,11 @@ async def connected(tmp_path: Path) -> AsyncIterator[tuple[Peer, Peer, BrowserWe
         lambda: Upgrade(peers), "127.0.0.1", 0, ssl=server_context(cert, key)
     )
     async with server:
-        stream = await dial(CHROME, "127.0.0.1", server.sockets[0].getsockname()[1])
+        port = server.sockets[0].getsockname()[1]
+        stream = await dial(CHROME, "127.0.0.1", port)
         assert isinstance(stream, BrowserWebSocket)
+        assert stream.get_extra_info("peername") == ("127.0.0.1", port)
+        assert stream.get_extra_info("sockname")[0] == "127.0.0.1"
         held = stream.get_protocol()
         client = Peer()
         stream.set_protocol(client)
