@@ -107,6 +107,8 @@ def outbound_options(key: AccessKey) -> Mapping[str, Any]:
         options["path"] = p["path"]
     if p.get("host"):
         options["host"] = p["host"]
+    if p.get("fp"):
+        options["fp"] = p["fp"]
     if p.get("pcs"):
         options["pin"] = p["pcs"]
     if p.get("allowInsecure") in ("1", "true"):

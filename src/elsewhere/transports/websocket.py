@@ -54,7 +54,9 @@ class WebSocketLayer(Layer):
         )
 
     def can_write_eof(self) -> bool:
-        return True
+        # A Close frame ends the whole WebSocket (the peer answers Close at once), so it is no
+        # half-close: saying so lets the relay keep the answer flowing after the user's EOF.
+        return False
 
     def write_eof(self) -> None:
         """A WebSocket has no half-close: our Close frame ends our sending side."""

@@ -32,6 +32,7 @@ def test_a_v2rayng_style_vless_ws_link_is_read_whole() -> None:
         "sni": "cdn.example.com",
         "path": "/secret",
         "host": "cdn.example.com",
+        "fp": "chrome",
     }
 
 
