@@ -16,7 +16,7 @@ from elsewhere.config import Config
 from elsewhere.errors import ConfigError, ElsewhereError
 from elsewhere.inbounds.base import INBOUND_TYPES, Inbound
 from elsewhere.outbounds.base import OUTBOUND_TYPES, DatagramFlow, DatagramReceiver, Outbound
-from elsewhere.relay import Relay
+from elsewhere.relay import IdleTimer, Relay
 from elsewhere.router import Router, parse_rule
 from elsewhere.session import Session
 
@@ -156,31 +156,42 @@ class Engine:
         *,
         on_open: Callable[[asyncio.Transport], None] | None = None,
         on_fail: Callable[[BaseException], None] | None = None,
+        timer: IdleTimer | None = None,
     ) -> Relay | None:
         """Open the session's outbound and relay `inbound` to it. `inbound`'s protocol must be
         a Pending (reading paused); `initial` is what the client already sent past its
-        request. `on_open`/`on_fail` let the inbound answer its client (SOCKS reply...)."""
+        request. `on_open`/`on_fail` let the inbound answer its client (SOCKS reply...).
+        `timer` is the inbound handshake's idle timer, handed on to the relay (or cancelled)."""
+        relay = None
         try:
-            remote = await self.open_tcp(session)
-        except (OSError, ElsewhereError, TimeoutError) as exc:
-            log.debug("session to %s failed: %s", session.destination, exc)
-            if on_fail is not None:
-                on_fail(exc)
-            inbound.close()
-            return None
-        if inbound.is_closing():
-            remote.close()
-            return None
-        if on_open is not None:
-            on_open(remote)
-        if initial:
-            remote.write(initial)
-        relay = self.relay(session, inbound, remote)
-        relay.ends[0].count += len(initial)  # read by the inbound's handshake, counted here
-        return relay
+            try:
+                remote = await self.open_tcp(session)
+            except (OSError, ElsewhereError, TimeoutError) as exc:
+                log.debug("session to %s failed: %s", session.destination, exc)
+                if on_fail is not None:
+                    on_fail(exc)
+                inbound.close()
+                return None
+            if inbound.is_closing():
+                remote.close()
+                return None
+            if on_open is not None:
+                on_open(remote)
+            if initial:
+                remote.write(initial)
+            relay = self.relay(session, inbound, remote, timer)
+            relay.ends[0].count += len(initial)  # read by the inbound's handshake, counted here
+            return relay
+        finally:
+            if relay is None and timer is not None:
+                timer.cancel()
 
     def relay(
-        self, session: Session, inbound: asyncio.Transport, outbound: asyncio.Transport
+        self,
+        session: Session,
+        inbound: asyncio.Transport,
+        outbound: asyncio.Transport,
+        timer: IdleTimer | None = None,
     ) -> Relay:
         """Join the two streams; the relay lives until both are closed."""
         relay = Relay(
@@ -190,6 +201,7 @@ class Engine:
             account=self.accountant(session.user),
             on_done=self._relay_done,
             loop=self.loop,
+            timer=timer,
         )
         if not relay.finished:  # both ends may have closed before it started
             self._relays[relay] = session.user

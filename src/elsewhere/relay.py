@@ -115,12 +115,18 @@ class Relay:
         account: Account | None = None,
         on_done: Callable[[Relay], None] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        timer: IdleTimer | None = None,
     ) -> None:
         self.account = account
         self.on_done = on_done
         self.finished = False
         self.reported = (0, 0)
-        self.timer = IdleTimer(idle_timeout, self.close, self._report, loop)
+        if timer is None:
+            timer = IdleTimer(idle_timeout, self.close, self._report, loop)
+        else:
+            # the inbound handshake's running timer goes on (one timer per connection)
+            timer.expire, timer.tick = self.close, self._report
+        self.timer = timer
         self.ends = (_End(self, 0, inbound), _End(self, 1, outbound))
         self.ends[0].peer, self.ends[1].peer = outbound, inbound
         for end in self.ends:

@@ -131,7 +131,6 @@ class _Handshake(Handshake):
         transport, key, decryptor = self.transport, self.key, self.decryptor
         assert transport is not None and key is not None and decryptor is not None
         assert self.timer is not None
-        self.timer.cancel()
         engine = self.engine
         if not engine.admit(key.id):
             self.unmask()
@@ -150,7 +149,7 @@ class _Handshake(Handshake):
             user=key.id,
             source=transport.get_extra_info("peername"),
         )
-        engine.spawn(engine.serve_tcp(session, layer, initial))
+        engine.spawn(engine.serve_tcp(session, layer, initial, timer=self.timer))
 
 
 class _Datagrams(asyncio.DatagramProtocol):

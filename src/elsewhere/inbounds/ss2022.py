@@ -102,7 +102,6 @@ class _Handshake(Handshake):
         if not engine.admit(user):
             self.unmask()
             return
-        timer.cancel()
         transport.pause_reading()
         clock = inbound.clock
 
@@ -123,7 +122,7 @@ class _Handshake(Handshake):
             user=user,
             source=transport.get_extra_info("peername"),
         )
-        engine.spawn(engine.serve_tcp(session, layer, initial))
+        engine.spawn(engine.serve_tcp(session, layer, initial, timer=timer))
 
 
 class _Datagrams(asyncio.DatagramProtocol):
