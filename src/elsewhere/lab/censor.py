@@ -174,12 +174,13 @@ class CensorEngine:
     def probe_finished(
         self, server: Endpoint, reactions: list[prober.Reaction], judgement: prober.Judgement
     ) -> None:
-        self._log("probe", technique="active_probe", server=endpoint_text(server),
-                  flagged=judgement.flagged, reason=judgement.reason,
-                  reactions=[r.as_dict() for r in reactions])
+        # block first, then tell: whoever reads the verdict may rely on the block being in place
         if judgement.flagged:
             self.block_server(server, self.config.probe_block_seconds, "active_probe",
                               f"probing showed: {judgement.reason}")
+        self._log("probe", technique="active_probe", server=endpoint_text(server),
+                  flagged=judgement.flagged, reason=judgement.reason,
+                  reactions=[r.as_dict() for r in reactions])
 
     def take_events(self) -> list[Event]:
         events, self.events = self.events, []
