@@ -86,6 +86,7 @@ class Flow:
     first_payload: bytes | None = None  # the first client data segment or datagram, as sent
     first_reply: bytes | None = None
     syn_seen: bool = False  # TCP: the censor saw the connection open (not picked up mid-way)
+    syn_seq: int | None = None  # the opening SYN's sequence number
     stream: StreamPrefix = field(default_factory=StreamPrefix)
     notes: dict[str, object] = field(default_factory=dict)  # per-technique memory
     logged: set[str] = field(default_factory=set)  # decisions already written to the log
@@ -141,6 +142,16 @@ class FlowTable:
         a, b = (packet.src, packet.sport), (packet.dst, packet.dport)
         key: FlowKey = (packet.proto, min(a, b), max(a, b))
         flow = self._flows.get(key)
+        if (
+            flow is not None
+            and packet.is_tcp
+            and packet.flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+            and flow.syn_seq is not None
+            and packet.seq != flow.syn_seq
+        ):
+            # a new connection on a reused 4-tuple (busy machines reuse ports): judge it anew
+            # rather than as packet N of the old one (a retransmitted SYN keeps its seq)
+            flow = None
         if flow is None:
             # Whoever sends the first packet is the client, except a SYN-ACK's sender.
             syn_ack = packet.is_tcp and packet.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
@@ -154,6 +165,7 @@ class FlowTable:
             flow.upstream_packets += 1
             if packet.is_tcp and packet.flags & TCP_SYN:
                 flow.syn_seen = True
+                flow.syn_seq = packet.seq
                 flow.stream.begin(packet.seq + 1)
             if packet.payload:
                 flow.upstream_payloads += 1
