@@ -239,8 +239,8 @@ async def test_a_key_added_to_a_running_server_works_from_its_link(
     try:
         assert proc.stdout is not None
         async with asyncio.timeout(20):
-            while b"ss://" not in await proc.stdout.readline():
-                pass
+            while b"ss://" not in (line := await proc.stdout.readline()):
+                assert line, "server exited before printing its key"
         added = await asyncio.to_thread(run, "keys", "add", "someone", "--no-qr", *home, *key_args)
         assert added.returncode == 0, added.stderr
         link = next(w for w in added.stdout.split() if "://" in w)
