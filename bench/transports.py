@@ -518,6 +518,34 @@ class TrojanGfw(Transport):
         return {"trojan-gfw": first[0].removeprefix("Welcome to ") if first else "?"}
 
 
+class PythonFloor(Transport):
+    """floor.py: elsewhere's Shadowsocks codec under the smallest asyncio adapters, no engine.
+    What CPython and uvloop cost by themselves, beside what the engine adds to them."""
+
+    name = "python-floor"
+    label = "python floor (codec only)"
+
+    def __init__(self, lab: Lab, index: int) -> None:
+        super().__init__(lab, index)
+        self.password = secrets.token_urlsafe(16)
+        self.script = str(Path(__file__).with_name("floor.py"))
+
+    def start_server(self) -> None:
+        argv = [sys.executable, self.script, "server", SERVER_ADDR]
+        argv += [str(self.server_port), self.password]
+        self.server_pid = self._spawn(self.lab.server, argv, "server", self.server_port).pid
+
+    def start_client(self, destinations: Sequence[Endpoint]) -> list[Endpoint]:
+        local = []
+        for n, dest in enumerate(destinations):
+            ep = Endpoint(CLIENT_ADDR, self.client_port(n))
+            argv = [sys.executable, self.script, "client", ep.host, str(ep.port), self.password]
+            argv += [SERVER_ADDR, str(self.server_port), dest.host, str(dest.port)]
+            self.client_pids.append(self._spawn(self.lab.client, argv, f"tunnel{n}", ep.port).pid)
+            local.append(ep)
+        return local
+
+
 def short(method: str) -> str:
     return {"chacha20-ietf-poly1305": "chacha20"}.get(method, method)
 
@@ -528,6 +556,7 @@ TRANSPORTS: dict[str, Factory] = {
     "direct": Direct,
     "elsewhere-ss-aes-256-gcm": lambda lab, i: ElsewhereShadowsocks(lab, i, "aes-256-gcm"),
     "ss-libev-aes-256-gcm": lambda lab, i: LibevShadowsocks(lab, i, "aes-256-gcm"),
+    "python-floor": PythonFloor,
     "elsewhere-ss-chacha20": lambda lab, i: ElsewhereShadowsocks(lab, i, "chacha20-ietf-poly1305"),
     "ss-libev-chacha20": lambda lab, i: LibevShadowsocks(lab, i, "chacha20-ietf-poly1305"),
     "elsewhere-ss2022-aes-256-gcm": lambda lab, i: ElsewhereSs2022(
