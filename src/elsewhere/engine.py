@@ -175,6 +175,14 @@ class Engine:
             if inbound.is_closing():
                 remote.close()
                 return None
+            if remote.is_closing():
+                # the far side reset the connection between connect and now: a closed transport
+                # cannot be written to or joined, so this ends like a refused connection
+                log.debug("session to %s reset before the relay started", session.destination)
+                if on_fail is not None:
+                    on_fail(ConnectionResetError(f"{session.destination} reset the connection"))
+                inbound.close()
+                return None
             if on_open is not None:
                 on_open(remote)
             if initial:

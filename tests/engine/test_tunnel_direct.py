@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import socket
+import struct
 
 import pytest
 
 from elsewhere.config import from_mapping
 from elsewhere.engine import Engine
+from elsewhere.session import Session
+from elsewhere.transports.layer import Pending
+from elsewhere.transports.tcp import connect_tcp
 
 
 def tunnel_config(dest_port: int, private: str = "allow", idle: float = 30) -> dict:
@@ -120,3 +125,62 @@ def test_bad_private_option_is_a_clear_config_error(private: str) -> None:
 
     with pytest.raises(ConfigError, match='private must be "deny" or "allow"'):
         Engine(from_mapping(tunnel_config(1, private=private)))
+
+
+class _ResetSeen(Pending):
+    """A Pending that lets the test wait for the far side's reset."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reset = asyncio.Event()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.reset.set()
+
+
+class _ResetBeforeRelay:
+    """The direct outbound's connection, handed to the engine only once the far side has reset
+    it: the moment between connect and relay that a destination resetting at once can hit."""
+
+    tag = "direct"
+
+    async def open_tcp(self, session: Session) -> asyncio.Transport:
+        loop = asyncio.get_running_loop()
+        dest = session.destination
+        transport, pending = await connect_tcp(loop, _ResetSeen, dest.host, dest.port, 5)
+        await asyncio.wait_for(pending.reset.wait(), 5)
+        return transport
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_destination_that_resets_before_the_relay_starts_ends_the_session_cleanly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def reset_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    server = await asyncio.start_server(reset_at_once, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, Engine(from_mapping(tunnel_config(port))) as engine:
+        engine.outbounds["direct"] = _ResetBeforeRelay()  # type: ignore[assignment]
+        local = engine.inbounds[0].port  # type: ignore[attr-defined]
+        with caplog.at_level(logging.DEBUG, logger="elsewhere"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", local)
+            writer.write(b"hello")
+            with contextlib.suppress(ConnectionResetError):
+                assert await asyncio.wait_for(reader.read(-1), 5) == b""
+            writer.close()
+            await asyncio.wait_for(_engine_idle(engine), 5)
+    assert "internal error" not in caplog.text
+    assert "reset before the relay started" in caplog.text
+    assert engine.stats.active == 0
+
+
+async def _engine_idle(engine: Engine) -> None:
+    while engine._tasks:  # the session's task ends right after the user's side is closed
+        await asyncio.gather(*engine._tasks, return_exceptions=True)
