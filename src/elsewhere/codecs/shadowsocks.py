@@ -115,6 +115,35 @@ def _nonce(counter: int) -> bytes:
     return counter.to_bytes(NONCE_SIZE, "little")
 
 
+SealInto = Callable[[bytes, Buffer, None, memoryview], int]
+
+
+def seal_chunks(
+    seal_into: SealInto, counter: int, data: memoryview, max_payload: int, head: bytes = b""
+) -> tuple[bytearray, int]:
+    """`head`, then [len][len tag][payload][payload tag] per piece of at most `max_payload`
+    bytes of `data` (SIP004's chunks, which SIP022 keeps), nonces counting from `counter`.
+    Sealed straight into one preallocated buffer (encrypt_into): no bytes object per chunk and
+    no join, which halves the copies of a relay's hottest call. Returns the buffer and the
+    next counter."""
+    total = len(data)
+    pieces = -(-total // max_payload)
+    out = bytearray(len(head) + total + pieces * (LENGTH_SIZE + 2 * TAG_SIZE))
+    out[: len(head)] = head
+    at = len(head)
+    with memoryview(out) as target:
+        for start in range(0, total, max_payload):
+            piece = data[start : start + max_payload]
+            size = len(piece)
+            stop = at + LENGTH_SIZE + TAG_SIZE
+            seal_into(_nonce(counter), size.to_bytes(LENGTH_SIZE, "big"), None, target[at:stop])
+            at, stop = stop, stop + size + TAG_SIZE
+            seal_into(_nonce(counter + 1), piece, None, target[at:stop])
+            at = stop
+            counter += 2
+    return out, counter
+
+
 class StreamEncryptor:
     """Encrypts one direction of a TCP connection. The first output starts with the salt."""
 
@@ -137,33 +166,16 @@ class StreamEncryptor:
 
     def encrypt(self, data: Buffer) -> bytes | bytearray:
         """Seal `data` as SIP004 chunks of at most MAX_PAYLOAD bytes; b"" for empty input (the
-        salt waits for the first real data, as the protocol has nothing to send before).
-
-        Chunks are sealed straight into one preallocated buffer (encrypt_into): no bytes object
-        per chunk and no join, which halves the copies of a relay's hottest call."""
+        salt waits for the first real data, as the protocol has nothing to send before)."""
         view = memoryview(data).cast("B")
         total = len(view)
         if not total:
             return b""
         head = b"" if self._salt_sent else self.salt
         self._salt_sent = True
-        pieces = -(-total // MAX_PAYLOAD)
-        out = bytearray(len(head) + total + pieces * (LENGTH_SIZE + 2 * TAG_SIZE))
-        out[: len(head)] = head
-        seal_into = self._aead.encrypt_into
-        counter = self._counter
-        at = len(head)
-        with memoryview(out) as target:
-            for start in range(0, total, MAX_PAYLOAD):
-                piece = view[start : start + MAX_PAYLOAD]
-                size = len(piece)
-                stop = at + LENGTH_SIZE + TAG_SIZE
-                seal_into(_nonce(counter), size.to_bytes(LENGTH_SIZE, "big"), None, target[at:stop])
-                at, stop = stop, stop + size + TAG_SIZE
-                seal_into(_nonce(counter + 1), piece, None, target[at:stop])
-                at = stop
-                counter += 2
-        self._counter = counter
+        out, self._counter = seal_chunks(
+            self._aead.encrypt_into, self._counter, view, MAX_PAYLOAD, head
+        )
         return out
 
 

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from elsewhere.codecs.address import decode_address, encode_address
+from elsewhere.codecs.shadowsocks import seal_chunks
 from elsewhere.errors import AuthenticationError, ConfigError, ProtocolError, ReplayError
 from elsewhere.session import Destination
 
@@ -337,24 +338,9 @@ class _Sealer:
     def encode(self, data: Buffer) -> bytearray:
         """[len][len tag][payload][payload tag]... for `data`, sealed straight into one buffer
         (encrypt_into: no per-chunk bytes objects, no join)."""
-        view = memoryview(data).cast("B")
-        total = len(view)
-        pieces = -(-total // MAX_PAYLOAD)
-        out = bytearray(total + pieces * (LENGTH_SIZE + 2 * TAG_SIZE))
-        seal_into = self._seal_into
-        counter = self._counter
-        at = 0
-        with memoryview(out) as target:
-            for start in range(0, total, MAX_PAYLOAD):
-                piece = view[start : start + MAX_PAYLOAD]
-                size = len(piece)
-                stop = at + LENGTH_SIZE + TAG_SIZE
-                seal_into(_nonce(counter), size.to_bytes(LENGTH_SIZE, "big"), None, target[at:stop])
-                at, stop = stop, stop + size + TAG_SIZE
-                seal_into(_nonce(counter + 1), piece, None, target[at:stop])
-                at = stop
-                counter += 2
-        self._counter = counter
+        out, self._counter = seal_chunks(
+            self._seal_into, self._counter, memoryview(data).cast("B"), MAX_PAYLOAD
+        )
         return out
 
     def chunks(self, data: Buffer, out: list[bytes]) -> None:
