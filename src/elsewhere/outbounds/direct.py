@@ -83,7 +83,7 @@ class DirectOutbound:
     async def open_tcp(self, session: Session) -> asyncio.Transport:
         loop = asyncio.get_running_loop()
         dest = session.destination
-        last: Exception = OSError(f"cannot connect to {dest}")
+        last: Exception | None = None
         addresses = self.literal_address(dest)
         if addresses is None:
             addresses = await self.checked_addresses(dest, socket.SOCK_STREAM)
@@ -95,7 +95,7 @@ class DirectOutbound:
                 return transport
             except (OSError, TimeoutError) as exc:
                 last = exc
-        raise last
+        raise last if last is not None else OSError(f"cannot connect to {dest}")
 
     async def open_udp(self, session: Session, receive: DatagramReceiver) -> DirectDatagramFlow:
         loop = asyncio.get_running_loop()
