@@ -1,20 +1,27 @@
 """The decoy against the server it imitates: Debian's nginx 1.22.1 with Debian's defaults,
 serving the decoy's own files (same bytes, same mtimes). Every request here goes to both; the
-answers must be equal byte for byte, but for the Date, and the connection must end the same way.
+answers must be equal byte for byte, but for the Date, and the connection must end the same way:
+left open, closed, or closed lingering (nginx reads on after its FIN; a closed socket would
+answer more bytes with a RST).
 """
 
 from __future__ import annotations
 
 import contextlib
 import email.utils
+import fcntl
 import os
 import random
 import re
+import select
 import shutil
 import socket
+import struct
 import subprocess
+import termios
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +32,8 @@ from ports import free_port
 pytestmark = pytest.mark.interop
 
 TIMEOUT = 3.0
+# Sent after the server's FIN: more than a segment, so a reader's ACK is not delayed
+MORE = b"x" * 65536
 DATE = re.compile(rb"Date: [^\r\n]*\r\n")
 FOLLOW_UP = b"GET /robots.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 CONFIG = """
@@ -68,10 +77,13 @@ class Pair:
         self.port = port
         self.content = DecoyContent(default_content().files)
 
-    def check(self, request: bytes) -> None:
+    def check(self, request: bytes, *later: bytes) -> None:
+        """Send `request`, then each of `later` once the answer so far is in."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT) as conn:
             ours = DecoySite(self.content, now=time.time())
             self._exchange(conn, ours, request)
+            for more in later:
+                self._exchange(conn, ours, more)
             if not (ours.closed or ours.half_closed):
                 # Both still open (answered and waiting, or mid-request): one more request
                 # shows the connection is in the same state on both sides.
@@ -79,6 +91,7 @@ class Pair:
             if ours.closed or ours.half_closed:
                 rest, eof = _read(conn, None)
                 assert (rest, eof) == (b"", True), f"nginx kept open what we closed: {request!r}"
+                assert still_reads(conn) == ours.half_closed, f"lingering differs: {request!r}"
 
     def _exchange(self, conn: socket.socket, ours: DecoySite, data: bytes) -> None:
         ours.feed(data, time.time())
@@ -107,23 +120,43 @@ def _read(conn: socket.socket, size: int | None) -> tuple[bytes, bool]:
     return out, False
 
 
+def still_reads(conn: socket.socket) -> bool:
+    """After the server's FIN: is it still reading (nginx's lingering close), or closed? A
+    byte sent to it is acknowledged in the one case and draws a RST in the other, each at once
+    on loopback; the check polls for whichever comes first."""
+    try:
+        conn.sendall(MORE)
+    except (BrokenPipeError, ConnectionResetError):
+        return False
+    reset = select.poll()
+    reset.register(conn, 0)  # POLLERR and POLLHUP only: a RST; the FIN alone is POLLIN
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        if reset.poll(1):
+            return False
+        unacked = struct.unpack("i", fcntl.ioctl(conn, termios.TIOCOUTQ, b"\0" * 4))[0]
+        if unacked == 0:  # a RST empties the queue too, after setting the error it polls
+            return not reset.poll(0)
+    raise AssertionError("a byte sent after the FIN was neither acknowledged nor reset")
+
+
 def _normal(response: bytes) -> bytes:
     return DATE.sub(b"Date: -\r\n", response)
 
 
-@pytest.fixture(scope="module")
-def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+@contextlib.contextmanager
+def running_nginx(root: Path, config: str, port: int) -> Iterator[None]:
+    """nginx with `config` (CONFIG, formatted for `root` and `port`), serving the decoy's own
+    files (same bytes, same mtimes) from root/site, until the block ends."""
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    root = tmp_path_factory.mktemp("nginx")
     site = root / "site"
     site.mkdir()
     for path, file in default_content().files.items():
         target = site / path.lstrip("/")
         target.write_bytes(file.body)
         os.utime(target, (file.mtime, file.mtime))
-    port = free_port()
     conf = root / "nginx.conf"
-    conf.write_text(CONFIG.format(dir=root, port=port))
+    conf.write_text(config)
     log = root / "stdout.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -143,10 +176,18 @@ def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
                 if time.monotonic() > deadline:
                     pytest.fail(f"nginx never listened on {port}")
                 time.sleep(0.02)  # poll interval while nginx starts, not synchronisation
-        yield Pair(port)
+        yield
     finally:
         proc.kill()
         proc.wait(timeout=TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    root = tmp_path_factory.mktemp("nginx")
+    port = free_port()
+    with running_nginx(root, CONFIG.format(dir=root, port=port), port):
+        yield Pair(port)
 
 
 def _requests() -> list[bytes]:
@@ -246,6 +287,11 @@ def _requests() -> list[bytes]:
         b"GET /about.html HTTP/1.1\r\n" + h + b"Accept-Encoding: gzip;q=0\r\n\r\n",
         b"GET /about.html HTTP/1.1\r\n" + h + b"Accept-Encoding: deflate, gzip;q=0.5\r\n\r\n",
         b"GET /about.html HTTP/1.1\r\n" + h + b"Accept-Encoding: gzip\r\nVia: 1.1 cdn\r\n\r\n",
+        # heads that fill nginx's 1 KiB header buffer, exactly or not (a close then lingers)
+        _filling(1023),
+        _filling(1024),
+        _filling(1025),
+        b"GET /" + b"a" * 1017 + b"\r\n",
         # pipelining
         b"GET / HTTP/1.1\r\n"
         + h
@@ -255,9 +301,23 @@ def _requests() -> list[bytes]:
     ]
 
 
+def _filling(size: int) -> bytes:
+    head = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX: "
+    return head + b"a" * (size - len(head) - 4) + b"\r\n\r\n"
+
+
 def test_every_request_gets_what_nginx_gives_and_ends_the_same_way(nginx: Pair) -> None:
     for request in _requests():
         nginx.check(request)
+
+
+def test_a_body_sent_after_the_answer_is_read_as_nginx_reads_it(nginx: Pair) -> None:
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+    for status_header in (b"Transfer-Encoding: gzip\r\n", b"Connection: close\r\n", b""):
+        nginx.check(head + status_header + b"\r\n", b"abc")
+        nginx.check(head + status_header + b"\r\na", b"bc")
+        nginx.check(head + status_header + b"\r\n", b"abc" + FOLLOW_UP)
+        nginx.check(head + status_header + b"\r\n", b"ab", b"c")
 
 
 def test_mutated_requests_get_what_nginx_gives(nginx: Pair) -> None:

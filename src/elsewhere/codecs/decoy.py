@@ -16,10 +16,14 @@ non-GET/HEAD/POST on files, the custom 404 page, If-Modified-Since / If-None-Mat
 If-Match / If-Unmodified-Since (412, then close), Range (206, multipart, 416), gzip of text/html
 (zlib level 1 with nginx's window shrinking, one chunk), Expect: 100-continue, MSIE padding of
 error pages, 414 and "Request Header Or Cookie Too Large" limits, keep-alive and pipelining,
-request bodies discarded, lingering close, and the timeouts (as `deadline`).
+request bodies discarded, lingering close (also where nothing more came but nginx cannot know:
+its last read filled its buffer, a body read from the socket, a connection that pipelined), and
+the timeouts (as `deadline`).
 
 Not reproduced (documented divergences): the header-buffer limits are modelled exactly only for
-the first request of a connection; gzip output of files over 32 KiB may be chunked differently.
+the first request of a connection (and whether a read filled them, which decides lingering); a
+feed is taken for one arrival, as nginx's reads see it; gzip output of files over 32 KiB may be
+chunked differently.
 """
 
 from __future__ import annotations
@@ -341,6 +345,12 @@ class _Parser:
             if pos < self.buf_begin + self.buf_size:
                 return pos, False
             self._grow(pos)
+
+    def filled(self, received: int) -> bool:
+        """Whether, with `received` bytes in, nginx's last read filled its header buffer: the
+        socket then still counts as readable and a close lingers, though nothing more came
+        (ngx_unix_recv leaves rev->ready set; ngx_http_finalize_connection lingers on it)."""
+        return received >= self.buf_begin + self.buf_size
 
     def _grow(self, pos: int) -> None:
         # ngx_http_alloc_large_header_buffer: the buffer is full and the head is not done.
@@ -864,6 +874,11 @@ class DecoySite:
         self._body_left = 0
         self._chunked: _ChunkedDiscard | None = None
         self._after_body = "keepalive"  # then "linger" or "close" (lingering if bytes are left)
+        # nginx's reads of the head filled its buffer: a close after this head lingers
+        self._filled = False
+        self._pipelined = False  # a request came pipelined: every close from then on lingers
+        # the body being discarded came with its head: nginx read none of it from the socket
+        self._body_with_head = False
         self._discard_since = 0.0
         self._last_read = now
         self._header_deadline: float | None = now + CLIENT_HEADER_TIMEOUT
@@ -894,6 +909,7 @@ class DecoySite:
         if self._header_deadline is None and not self._discarding:
             self._header_deadline = now + CLIENT_HEADER_TIMEOUT  # the next request begins
         self._buf += data
+        self._body_with_head = False
         self._advance()
 
     def eof(self) -> None:
@@ -921,9 +937,18 @@ class DecoySite:
                     self._finish(linger=False)  # a broken chunked body ends the connection
                     return
                 if self._after_body == "keepalive":
-                    self._next_request()
+                    # what follows a body nginx read from the socket is still in the socket,
+                    # not in its header buffer: no pipelined request
+                    self._next_request(pipelined=self._body_with_head)
                     continue
-                self._finish(linger=self._after_body == "linger" or bool(self._buf))
+                # A body read from the socket ends with a read that filled what was asked
+                # for (no more than the body's rest): nginx lingers (see _Parser.filled).
+                self._finish(
+                    linger=self._after_body == "linger"
+                    or bool(self._buf)
+                    or self._readable
+                    or not self._body_with_head
+                )
                 return
             parser = self._parser
             if parser is None or self._pos >= len(self._buf):
@@ -931,10 +956,13 @@ class DecoySite:
             try:
                 self._pos, done = parser.run(self._buf, self._pos)
             except _BadRequest as error:
+                self._filled = parser.filled(len(self._buf))
                 self._fail(error, parser.request)
                 return
             if not done:
                 return
+            self._filled = parser.filled(len(self._buf))
+            self._body_with_head = True
             self._respond(parser.request)
 
     def _respond(self, request: _Request) -> None:
@@ -950,7 +978,7 @@ class DecoySite:
             return
         self._send(response, request)
         if request.version == 9:
-            self._finish(linger=bool(self._buf))
+            self._finish(linger=bool(self._buf) or self._readable)
         elif response.close_after:
             self._finish(linger=False)
         elif self._discarding:
@@ -959,7 +987,7 @@ class DecoySite:
         elif response.keepalive:
             self._next_request()
         else:
-            self._finish(linger=bool(self._buf))
+            self._finish(linger=bool(self._buf) or self._readable)
 
     def _fail(self, error: _BadRequest, request: _Request) -> None:
         """A request nginx answers with a built-in error page and then closes: at once, or
@@ -970,9 +998,17 @@ class DecoySite:
             self._after_body = "close"
             return
         consumed = error.consumed
-        self._finish(linger=consumed is None or len(self._buf) > consumed)
+        self._finish(linger=consumed is None or len(self._buf) > consumed or self._readable)
 
-    def _next_request(self) -> None:
+    @property
+    def _readable(self) -> bool:
+        """Whether nginx, closing, still takes the socket for readable and so lingers
+        (ngx_http_finalize_connection: rev->ready, or c->pipeline)."""
+        return self._filled or self._pipelined
+
+    def _next_request(self, pipelined: bool = True) -> None:
+        if self._buf and pipelined:
+            self._pipelined = True  # ngx_http_set_keepalive: "pipelined request"
         self._parser = _Parser()
         self._pos = 0
         self._header_deadline = self._now + CLIENT_HEADER_TIMEOUT if self._buf else None

@@ -212,14 +212,35 @@ def test_a_request_line_filling_nginxs_8k_buffer_gets_414() -> None:
     assert exchange(line[:-1])[0] == b""
     out, site = exchange(line)
     assert split(out)[0] == "HTTP/1.1 414 Request-URI Too Large"
-    assert site.closed and not site.half_closed  # nothing left unread: a plain close
+    # nginx's last read filled the buffer: it does not know nothing more waits, and lingers
+    assert site.half_closed and not site.closed
     assert exchange(line + b"more")[1].half_closed  # bytes left unread: lingering close
+    out, site = exchange(line[:8000], line[8000:])
+    assert split(out)[0] == "HTTP/1.1 414 Request-URI Too Large" and site.half_closed
 
 
 def test_a_chrome_user_agent_gets_nginx_padding_on_error_pages() -> None:
     ua = "User-Agent: Mozilla/5.0 (X11) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0"
     _, _, body = split(exchange(b"POST / HTTP/1.1\r\nHost: h\r\n" + ua.encode() + b"\r\n\r\n")[0])
     assert body.count(b"a padding to disable MSIE and Chrome friendly error page") == 6
+
+
+def test_a_close_lingers_when_nginx_cannot_know_that_nothing_more_waits() -> None:
+    """nginx lingers on closing when bytes are left, when its last read filled what it asked
+    for (a head of exactly its 1 KiB buffer; a body read from the socket), or once a request
+    came pipelined; it closes outright otherwise (measured against nginx 1.22.1)."""
+    head = b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\nX: "
+    for size, lingers in ((1023, False), (1024, True), (1025, False)):
+        out, site = exchange(head + b"a" * (size - len(head) - 4) + b"\r\n\r\n")
+        assert split(out)[0] == "HTTP/1.1 200 OK"
+        assert (site.half_closed, site.closed) == (lingers, not lingers), size
+    bad = b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\nContent-Length: 3\r\n\r\n"
+    assert exchange(bad + b"abc")[1].closed  # the body came with the head
+    out, site = exchange(bad, b"abc")  # the body read from the socket
+    assert split(out)[0] == "HTTP/1.1 501 Not Implemented" and site.half_closed
+    pipelined = get("/") + get("/", "Connection: close")
+    assert exchange(pipelined)[1].half_closed
+    assert exchange(get("/"), get("/", "Connection: close"))[1].closed
 
 
 # time
