@@ -201,3 +201,50 @@ async def test_decoy_fallback_answers_like_the_decoy_alone(tmp_path: Path, probe
     assert expected, "the decoy answers these at once"
     assert without_date(answer) == without_date(expected)
     assert engine.stats.probes == 1
+
+
+# bytes that start no TLS at all
+
+
+async def test_plain_http_to_the_tls_port_gets_nginxs_page_for_it_and_no_fallback(servers) -> None:  # type: ignore[no-untyped-def]
+    engine, port, _, seen = servers
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(-1), 5)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\nServer: nginx/1.22.1\r\n")
+    assert b"<center>The plain HTTP request was sent to HTTPS port</center>" in body
+    assert seen == []  # the upstream web server is plain HTTP behind our TLS: not asked
+    assert engine.stats.probes == 1
+
+
+def test_the_handshake_and_a_plain_head_get_nginxs_60_seconds_unless_set(tmp_path: Path) -> None:
+    from elsewhere.inbounds.fallback import DecoyFallback
+    from elsewhere.inbounds.tls import TlsInbound
+    from elsewhere.transports.tls_layer import TlsServerLayer
+
+    options = server_config(tmp_path, 1)["inbounds"][0] | {"fallback": "decoy"}
+    for given, expected in (({}, 60.0), ({"client_header_timeout": 7}, 7.0)):
+        inbound = TlsInbound("tls", options | given)
+        layer = inbound._accepted()
+        assert isinstance(layer, TlsServerLayer) and layer.handshake_timeout == expected
+        assert isinstance(inbound.fallback, DecoyFallback)
+        assert inbound.fallback.header_timeout == expected == inbound.header_timeout
+
+
+@pytest.mark.parametrize("sent", [b"", b"\x16\x03\x01\x02", b"GET / HTTP/1.1\r\n"])
+async def test_nothing_or_too_little_is_closed_silently_client_header_timeout_after_accept(
+    tmp_path: Path, sent: bytes
+) -> None:
+    config = server_config(tmp_path, 1)
+    config["inbounds"][0]["client_header_timeout"] = 0.3
+    async with Engine(from_mapping(config)) as engine:
+        reader, writer = await asyncio.open_connection("127.0.0.1", engine.inbounds[0].port)  # type: ignore[attr-defined]
+        start = asyncio.get_running_loop().time()
+        writer.write(sent)
+        answer = await asyncio.wait_for(reader.read(-1), 5)  # a FIN: no reset, no bytes
+        waited = asyncio.get_running_loop().time() - start
+        writer.close()
+        assert answer == b"" and 0.25 < waited < 2
+        assert engine.stats.probes == 1

@@ -20,6 +20,12 @@ request bodies discarded, lingering close (also where nothing more came but ngin
 its last read filled its buffer, a body read from the socket, a connection that pipelined), and
 the timeouts (as `deadline`).
 
+With `plain_on_https_port`, the site is nginx's `listen ... ssl` port reached by a client that
+sent plain HTTP instead of a TLS handshake (ngx_http_ssl_handshake saw a first byte that is
+neither a handshake record nor SSLv2): the same parser, the same checks of the head, then every
+request that passes them gets the page of nginx's internal code 497, "The plain HTTP request
+was sent to HTTPS port", as a 400, and the connection closes.
+
 Not reproduced (documented divergences): the header-buffer limits are modelled exactly only for
 the first request of a connection (and whether a read filled them, which decides lingering); a
 feed is taken for one arrival, as nginx's reads see it; gzip output of files over 32 KiB may be
@@ -92,6 +98,7 @@ REASONS = {
     414: "Request-URI Too Large",
     416: "Requested Range Not Satisfiable",
     494: "Bad Request",  # nginx's internal "Request Header Or Cookie Too Large"
+    497: "Bad Request",  # nginx's internal "The plain HTTP request was sent to HTTPS port"
     501: "Not Implemented",
     505: "HTTP Version Not Supported",
 }
@@ -99,12 +106,20 @@ _TAIL = f"<hr><center>{SERVER}</center>\r\n</body>\r\n</html>\r\n".encode()
 _MSIE_PADDING = b"<!-- a padding to disable MSIE and Chrome friendly error page -->\r\n" * 6
 
 
+# nginx's internal codes that go out as a 400 with a page of their own
+_AS_400 = {
+    494: b"Request Header Or Cookie Too Large",
+    497: b"The plain HTTP request was sent to HTTPS port",
+}
+
+
 def _error_body(status: int) -> bytes:
-    if status == 494:
+    if status in _AS_400:
+        says = _AS_400[status]
         head = (
-            b"<html>\r\n<head><title>400 Request Header Or Cookie Too Large</title></head>\r\n"
+            b"<html>\r\n<head><title>400 " + says + b"</title></head>\r\n"
             b"<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n"
-            b"<center>Request Header Or Cookie Too Large</center>\r\n"
+            b"<center>" + says + b"</center>\r\n"
         )
     else:
         title = f"{status} {REASONS[status]}".encode()
@@ -861,10 +876,23 @@ class DecoySite:
     close); `closed` - close the socket now, reading nothing more first (so that bytes the
     client sent after our answer draw the RST a real nginx's close would); `deadline` - close
     silently once it passes (nginx's timeouts answer nothing). Call eof() when the client
-    closes its side."""
+    closes its side.
 
-    def __init__(self, content: DecoyContent | None = None, *, now: float) -> None:
+    `now` is when the connection was accepted: nginx's client_header_timeout (`header_timeout`)
+    runs from then for the first request, through a TLS handshake or a plain-HTTP peek alike.
+    `plain_on_https_port`: plain HTTP that came to nginx's TLS port (see the module's doc)."""
+
+    def __init__(
+        self,
+        content: DecoyContent | None = None,
+        *,
+        now: float,
+        header_timeout: float = CLIENT_HEADER_TIMEOUT,
+        plain_on_https_port: bool = False,
+    ) -> None:
         self._content = content or default_content()
+        self._header_timeout = header_timeout
+        self._plain_on_https_port = plain_on_https_port
         self._now = now
         self._buf = bytearray()
         self._out = bytearray()
@@ -881,7 +909,7 @@ class DecoySite:
         self._body_with_head = False
         self._discard_since = 0.0
         self._last_read = now
-        self._header_deadline: float | None = now + CLIENT_HEADER_TIMEOUT
+        self._header_deadline: float | None = now + header_timeout
         self._idle_deadline: float | None = None
         self._linger_since: float | None = None
         self.half_closed = False
@@ -907,7 +935,7 @@ class DecoySite:
         if self._linger_since is not None:
             return  # lingering close reads and drops
         if self._header_deadline is None and not self._discarding:
-            self._header_deadline = now + CLIENT_HEADER_TIMEOUT  # the next request begins
+            self._header_deadline = now + self._header_timeout  # the next request begins
         self._buf += data
         self._body_with_head = False
         self._advance()
@@ -1011,7 +1039,7 @@ class DecoySite:
             self._pipelined = True  # ngx_http_set_keepalive: "pipelined request"
         self._parser = _Parser()
         self._pos = 0
-        self._header_deadline = self._now + CLIENT_HEADER_TIMEOUT if self._buf else None
+        self._header_deadline = self._now + self._header_timeout if self._buf else None
         self._idle_deadline = self._now + KEEPALIVE_TIMEOUT
 
     def _finish(self, *, linger: bool) -> None:
@@ -1041,6 +1069,8 @@ class DecoySite:
 
     def _handle(self, request: _Request) -> _Response:
         if request.version == 9:
+            if self._plain_on_https_port:
+                raise _BadRequest(497, 0)  # a 0.9 request skips the head's checks
             return self._location(request, keepalive=False)
         headers = request.headers
         if "host" not in headers and request.version > 1000:
@@ -1063,6 +1093,9 @@ class DecoySite:
             self._chunked = _ChunkedDiscard()
         if request.method == b"TRACE":
             raise _BadRequest(405, 0)
+        # ngx_http_process_request: after the head's checks, before the 413 and the location
+        if self._plain_on_https_port:
+            raise _BadRequest(497, 0)
         if request.connection is None:
             keepalive = request.version > 1000
         else:
@@ -1192,7 +1225,7 @@ class DecoySite:
 
     def _special(self, status: int, request: _Request, *, keepalive: bool) -> _Response:
         """ngx_http_special_response_handler: nginx's built-in page for `status`."""
-        if status in (400, 413, 414, 494, 501):
+        if status in (400, 413, 414, 494, 497, 501):
             keepalive = False
         body = _error_body(status)
         if (request.msie or request.chrome) and request.version >= 1000 and status >= 400:
@@ -1213,7 +1246,7 @@ class DecoySite:
             self._out += response.body
             return
         lines = [
-            f"HTTP/1.1 {400 if response.status == 494 else response.status} "
+            f"HTTP/1.1 {400 if response.status in _AS_400 else response.status} "
             f"{REASONS[response.status]}",
             f"Server: {SERVER}",
             f"Date: {_http_date(self._now)}",

@@ -7,12 +7,30 @@ from __future__ import annotations
 import asyncio
 import time
 
-from elsewhere.codecs.decoy import DecoyContent, DecoySite
+from elsewhere.codecs.decoy import CLIENT_HEADER_TIMEOUT, DecoyContent, DecoySite
 
 
 class DecoyProtocol(asyncio.Protocol):
-    def __init__(self, content: DecoyContent, transport: asyncio.Transport, received: bytes):
-        self.site = DecoySite(content, now=time.time())
+    """Serves `transport` (reading paused) whose peer already sent `received`. `since`: when
+    the connection was accepted (wall clock), if before now; the request head's timeout runs
+    from then, as nginx's does. `plain_on_https_port`: see codecs.decoy."""
+
+    def __init__(
+        self,
+        content: DecoyContent,
+        transport: asyncio.Transport,
+        received: bytes,
+        *,
+        since: float | None = None,
+        header_timeout: float = CLIENT_HEADER_TIMEOUT,
+        plain_on_https_port: bool = False,
+    ):
+        self.site = DecoySite(
+            content,
+            now=time.time() if since is None else since,
+            header_timeout=header_timeout,
+            plain_on_https_port=plain_on_https_port,
+        )
         self.transport = transport
         self.timer: asyncio.TimerHandle | None = None
         transport.set_protocol(self)

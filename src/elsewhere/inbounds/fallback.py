@@ -1,6 +1,7 @@
 """Where a TLS-family server sends everyone who is not a client of ours (a browser, a scanner,
 a censor's prober, a wrong password): a web server. What they see must be what that web server
-alone would show them, so the fallback gets every byte they sent, untouched."""
+alone would show them, so the fallback gets every byte they sent, untouched. And those who do
+not even start TLS on the TLS port: what nginx's `ssl` port shows them (serve_plain_http)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any, Protocol, cast
 
+from elsewhere.codecs.decoy import CLIENT_HEADER_TIMEOUT, default_content
 from elsewhere.errors import ConfigError
+from elsewhere.inbounds.decoy_site import DecoyProtocol
 from elsewhere.transports.layer import Pending
 
 
@@ -49,21 +52,53 @@ class UpstreamFallback:
 class DecoyFallback:
     """The decoy site shipped in the package, served by elsewhere itself."""
 
-    def __init__(self) -> None:
-        from elsewhere.codecs import decoy
-
-        self.content = decoy.default_content()
+    def __init__(self, header_timeout: float = CLIENT_HEADER_TIMEOUT) -> None:
+        self.content = default_content()
+        self.header_timeout = header_timeout
 
     def take(self, transport: asyncio.Transport, received: bytes) -> None:
-        from elsewhere.inbounds.decoy_site import DecoyProtocol
-
-        DecoyProtocol(self.content, transport, received)
+        DecoyProtocol(self.content, transport, received, header_timeout=self.header_timeout)
 
 
-def make_fallback(tag: str, options: Mapping[str, Any]) -> Fallback:
+def serve_plain_http(
+    transport: asyncio.Transport,
+    received: bytes,
+    *,
+    since: float,
+    header_timeout: float = CLIENT_HEADER_TIMEOUT,
+) -> None:
+    """Serve a connection to the TLS port whose first byte was no TLS (plain HTTP, an SSH
+    banner, ...): `transport` is the TCP connection itself (reading paused), accepted at `since`
+    (wall clock). nginx with `listen ... ssl` handles it as HTTP and, once a request head
+    passes its checks, answers 400 "The plain HTTP request was sent to HTTPS port" and closes;
+    the decoy does the same, byte for byte (codecs.decoy, `plain_on_https_port`).
+
+    This is what happens whatever the fallback, the decoy or an upstream web server. The
+    upstream is reached in plain HTTP behind our TLS, so handing it these bytes would show its
+    plain site (or its port-80 redirect) on a TLS port, which no HTTPS server does; and it
+    cannot give an HTTPS server's answer to plain bytes, because for it they did come over
+    plain HTTP. The port's TLS is ours, with nginx's OpenSSL settings, so nginx's answer is the
+    one that fits it. Its pages name nginx/1.22.1 (Debian 12's nginx, as the decoy): with an
+    upstream other than that nginx, HTTPS answers and this one name different servers, a
+    smaller tell than silence or a site on the wrong protocol; an operator who wants none runs
+    that nginx as the upstream, or the decoy."""
+    # the content is never served: every request ends in 497 or an error before the location
+    DecoyProtocol(
+        default_content(),
+        transport,
+        received,
+        since=since,
+        header_timeout=header_timeout,
+        plain_on_https_port=True,
+    )
+
+
+def make_fallback(
+    tag: str, options: Mapping[str, Any], *, header_timeout: float = CLIENT_HEADER_TIMEOUT
+) -> Fallback:
     spec = options.get("fallback", "decoy")
     if spec == "decoy":
-        return DecoyFallback()
+        return DecoyFallback(header_timeout)
     host, sep, port = str(spec).rpartition(":")
     if not sep or not port.isdigit():
         raise ConfigError(

@@ -1,7 +1,8 @@
 """The TLS-family server: one TLS port that accepts Trojan and VLESS, told apart by their first
 bytes inside TLS, raw or inside a WebSocket (or Xray's httpupgrade) on a secret path; everything
 else — a wrong password or UUID, a wrong path, a browser, a scanner, a half-sent header — goes,
-with every byte it sent, to the fallback web server."""
+with every byte it sent, to the fallback web server. A connection that does not start TLS at
+all gets what nginx's `ssl` port gives plain HTTP (fallback.serve_plain_http)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from elsewhere.codecs import http_upgrade, trojan, vless, websocket
-from elsewhere.codecs.decoy import default_content
+from elsewhere.codecs.decoy import CLIENT_HEADER_TIMEOUT, default_content
 from elsewhere.errors import ConfigError, ProtocolError
 from elsewhere.inbounds.base import register
 from elsewhere.inbounds.decoy_site import would_answer
-from elsewhere.inbounds.fallback import Fallback, make_fallback
+from elsewhere.inbounds.fallback import Fallback, make_fallback, serve_plain_http
 from elsewhere.relay import IdleTimer
 from elsewhere.session import Destination, Session
 from elsewhere.transports.layer import Layer, Pending
@@ -273,6 +274,11 @@ class _StreamDatagrams(asyncio.Protocol):
 
 
 class TlsInbound:
+    """Options besides users, paths and certificate: `fallback` ("decoy" or host:port),
+    `decide_timeout` (seconds a half-sent first request waits before the fallback gets it),
+    `client_header_timeout` (nginx's, 60 s: how long after the accept a TLS handshake, or a
+    plain-HTTP request head, may take before the connection is closed without a word)."""
+
     def __init__(self, tag: str, options: Mapping[str, Any]) -> None:
         self.tag = tag
         self.host = options.get("listen", "0.0.0.0")
@@ -280,6 +286,7 @@ class TlsInbound:
         self.users = Users.parse(tag, options)
         self.udp_timeout = float(options.get("udp_timeout", 60))
         self.decide_timeout = float(options.get("decide_timeout", DECIDE_TIMEOUT))
+        self.header_timeout = float(options.get("client_header_timeout", CLIENT_HEADER_TIMEOUT))
         self.upgrades: list[tuple[str, str]] = []
         ws = options.get("websocket")
         if ws:
@@ -288,7 +295,7 @@ class TlsInbound:
         if hu:
             self.upgrades.append((_path(tag, hu), "httpupgrade"))
         self.ws_host: str | None = options.get("host")
-        self.fallback: Fallback = make_fallback(tag, options)
+        self.fallback: Fallback = make_fallback(tag, options, header_timeout=self.header_timeout)
         self.decoy_model = default_content()  # what a web server answers, for timing
         self.ssl: ssl.SSLContext | None = tls_context(tag, options)
         self.engine: Engine | None = None
@@ -314,13 +321,25 @@ class TlsInbound:
         if self.ssl is None:
             return _Detect(self)
         # our own TLS layer, not create_server(ssl=): a failed handshake then ends as nginx
-        # ends it (its reply and alert are sent), and is counted
-        return TlsServerLayer(self.ssl, _Detect(self), on_handshake_failed=self._handshake_failed)
+        # ends it (its reply and alert are sent), and is counted; no TLS at all is seen too
+        return TlsServerLayer(
+            self.ssl,
+            _Detect(self),
+            on_handshake_failed=self._handshake_failed,
+            on_plain=self._plain,
+            handshake_timeout=self.header_timeout,
+        )
 
     def _handshake_failed(self, exc: BaseException | None) -> None:
         """A TLS handshake that failed, timed out or was cut short: nobody of ours."""
         assert self.engine is not None
         self.engine.stats.probes += 1
+
+    def _plain(self, transport: asyncio.Transport, received: bytes, since: float) -> None:
+        """A first byte that starts no TLS: nginx's answer to plain HTTP on its TLS port."""
+        assert self.engine is not None
+        self.engine.stats.probes += 1
+        serve_plain_http(transport, received, since=since, header_timeout=self.header_timeout)
 
     async def stop(self) -> None:
         if self.server is not None:

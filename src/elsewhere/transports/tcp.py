@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from elsewhere.errors import ConfigError
 
 BACKLOG = 1024
-TLS_HANDSHAKE_TIMEOUT = 30.0
+TLS_HANDSHAKE_TIMEOUT = 60.0  # nginx: client_header_timeout covers the TLS handshake
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 

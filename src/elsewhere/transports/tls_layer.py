@@ -5,7 +5,13 @@ OpenSSL answers the ClientHello, fails on the replayed Finished and adds an aler
 of that and then a FIN. asyncio's and uvloop's built-in TLS drop what OpenSSL had queued when the
 handshake fails in the same read, and send nothing — a tell. Here the outgoing BIO is always
 flushed before the close. Failed handshakes are also reported (`on_handshake_failed`), so the
-server can count them as probes, which it cannot see behind `create_server(ssl=...)`."""
+server can count them as probes, which it cannot see behind `create_server(ssl=...)`.
+
+nginx on an `ssl` port peeks at the first byte before OpenSSL sees anything
+(ngx_http_ssl_handshake): a TLS handshake record (0x16) or an SSLv2 hello (high bit set) goes to
+OpenSSL; anything else is served as plain HTTP, which ends in its 400 "The plain HTTP request was
+sent to HTTPS port". With `on_plain`, this layer makes the same decision and hands such a
+connection over."""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import asyncio
 import contextlib
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -23,10 +30,14 @@ from elsewhere.transports.tcp import TLS_HANDSHAKE_TIMEOUT
 # per-record path. OpenSSL gives out one record (at most 16 KiB) per read call, so records are
 # decrypted into one buffer and copied out once.
 READ_CHUNK = 256 * 1024
-# A handshake not finished by then is closed (nginx: client_header_timeout, 60 s by default).
+# A handshake not finished this long after the accept is closed, without a byte (nginx:
+# client_header_timeout, 60 s by default, which runs from the accept).
 HANDSHAKE_TIMEOUT = TLS_HANDSHAKE_TIMEOUT
+TLS_HANDSHAKE_RECORD = 0x16  # RFC 8446 §5.1 ContentType handshake(22)
 
 HandshakeFailed = Callable[[BaseException | None], None]
+# (the TCP transport, reading paused; what it sent so far; when it was accepted, wall clock)
+PlainTaker = Callable[[asyncio.Transport, bytes, float], None]
 
 _HANDSHAKE, _OPEN, _CLOSED = "handshake", "open", "closed"
 
@@ -52,6 +63,10 @@ class TlsServerLayer(asyncio.BufferedProtocol, asyncio.Transport):
     `upper`: whatever OpenSSL produced (its reply and its alert) goes out, the connection is
     closed (a FIN, as from nginx) and `on_handshake_failed` is called once with the reason.
 
+    With `on_plain`, a connection whose first byte is neither a handshake record nor an SSLv2
+    hello is no TLS at all: the TCP transport below, its reading paused, goes to `on_plain`
+    with the bytes it sent, and this layer is out of the way (`upper` never hears of it).
+
     Not a transports.layer.Layer: uvloop reads into a protocol's own buffer only when it is not
     an asyncio.Protocol, and a fresh quarter-MiB bytes object per socket read made glibc trim
     and regrow its heap (brk, page faults): 2.4 times the server CPU per GB, measured.
@@ -63,13 +78,17 @@ class TlsServerLayer(asyncio.BufferedProtocol, asyncio.Transport):
         upper: asyncio.BaseProtocol,
         *,
         on_handshake_failed: HandshakeFailed | None = None,
+        on_plain: PlainTaker | None = None,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:
         self.context = context
         self.upper: Any = upper
         self.lower: asyncio.Transport | None = None
         self.on_handshake_failed = on_handshake_failed
+        self.on_plain = on_plain
         self.handshake_timeout = handshake_timeout
+        self._accepted_at = 0.0  # wall clock, for on_plain
+        self._peeked = on_plain is None  # the first byte was looked at (or need not be)
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._sslobj: ssl.SSLObject | None = None
@@ -90,6 +109,7 @@ class TlsServerLayer(asyncio.BufferedProtocol, asyncio.Transport):
         self._sslobj = self.context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self.handshake_timeout, self._handshake_timed_out)
+        self._accepted_at = time.time()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return _buffers.received
@@ -103,6 +123,12 @@ class TlsServerLayer(asyncio.BufferedProtocol, asyncio.Transport):
             if not self._paused:
                 self._read()
         elif self._state is _HANDSHAKE:
+            if not self._peeked and data:
+                self._peeked = True
+                first = data[0]
+                if first != TLS_HANDSHAKE_RECORD and not first & 0x80:
+                    self._plain(bytes(data))
+                    return
             self._incoming.write(data)
             self._handshake()
 
@@ -264,6 +290,18 @@ class TlsServerLayer(asyncio.BufferedProtocol, asyncio.Transport):
         hook, self.on_handshake_failed = self.on_handshake_failed, None
         if hook is not None:
             hook(exc)
+
+    def _plain(self, received: bytes) -> None:
+        """No TLS: the connection below is handed over as it is, and this layer forgets it."""
+        assert self.lower is not None and self.on_plain is not None
+        lower, take = self.lower, self.on_plain
+        self._state = _CLOSED
+        self._closing = True
+        self._cancel_timer()
+        self.lower = None
+        self.on_handshake_failed = self.on_plain = None
+        lower.pause_reading()
+        take(lower, received, self._accepted_at)
 
     def _handshake_timed_out(self) -> None:
         self._timer = None

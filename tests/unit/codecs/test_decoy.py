@@ -243,6 +243,94 @@ def test_a_close_lingers_when_nginx_cannot_know_that_nothing_more_waits() -> Non
     assert exchange(get("/"), get("/", "Connection: close"))[1].closed
 
 
+# plain HTTP on nginx's TLS port (its internal 497)
+
+PAGE_497 = (
+    b"<html>\r\n<head><title>400 The plain HTTP request was sent to HTTPS port</title></head>\r\n"
+    b"<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n"
+    b"<center>The plain HTTP request was sent to HTTPS port</center>\r\n"
+    b"<hr><center>nginx/1.22.1</center>\r\n</body>\r\n</html>\r\n"
+)
+
+
+def plain_on_https(*chunks: bytes, now: float = NOW) -> tuple[bytes, DecoySite]:
+    site = DecoySite(DecoyContent(SITE.files), now=now, plain_on_https_port=True)
+    for chunk in chunks:
+        site.feed(chunk, now)
+    return site.data_to_send(), site
+
+
+def test_plain_http_on_the_https_port_gets_nginxs_400_page_for_it_and_a_close() -> None:
+    out, site = plain_on_https(get("/"))
+    assert out == (
+        b"HTTP/1.1 400 Bad Request\r\nServer: nginx/1.22.1\r\n"
+        b"Date: Tue, 14 Nov 2023 22:13:20 GMT\r\nContent-Type: text/html\r\n"
+        b"Content-Length: 255\r\nConnection: close\r\n\r\n" + PAGE_497
+    )
+    assert site.closed and not site.half_closed  # nothing was left unread
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        get("/about.html"),
+        get("/nope"),
+        b"GET / HTTP/1.0\r\n\r\n",
+        b"DELETE /about.html HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+    ],
+)
+def test_every_request_that_passes_the_heads_checks_gets_that_page(request_: bytes) -> None:
+    assert split(plain_on_https(request_)[0])[2] == PAGE_497
+
+
+def test_an_http_0_9_request_gets_the_bare_page() -> None:
+    assert plain_on_https(b"GET /\r\n")[0] == PAGE_497
+    assert b"<title>400 Bad Request</title>" in plain_on_https(b"HEAD /\r\n")[0]
+
+
+@pytest.mark.parametrize(
+    ("request_", "status"),
+    [
+        (b"GET / HTTP/1.1\r\n\r\n", "400 Bad Request"),
+        (b"TRACE / HTTP/1.1\r\nHost: h\r\n\r\n", "405 Not Allowed"),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", "501 Not Implemented"),
+        (b"GET / HTTP/2.0\r\nHost: h\r\n\r\n", "505 HTTP Version Not Supported"),
+        (b"SSH-2.0-OpenSSH_9.2\r\n", "400 Bad Request"),
+    ],
+)
+def test_errors_nginx_finds_in_the_head_come_first(request_: bytes, status: str) -> None:
+    out, site = plain_on_https(request_)
+    assert split(out)[0] == f"HTTP/1.1 {status}"
+    assert b"plain HTTP" not in out
+    assert site.closed or site.half_closed
+
+
+def test_a_body_too_large_still_gets_the_page_and_is_read_before_the_close() -> None:
+    head = b"PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 9999999\r\n\r\n"
+    out, site = plain_on_https(head)
+    assert split(out)[2] == PAGE_497  # not the 413, which nginx decides later
+    assert not (site.closed or site.half_closed)
+    assert site.deadline == NOW + LINGERING_TIMEOUT
+    short = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n"
+    out, site = plain_on_https(short, b"abc")
+    assert split(out)[2] == PAGE_497 and site.half_closed
+
+
+def test_a_chrome_user_agent_gets_the_padding_on_that_page_too() -> None:
+    ua = "User-Agent: Mozilla/5.0 (X11) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0"
+    _, headers, body = split(plain_on_https(get("/", ua))[0])
+    assert body.startswith(PAGE_497) and body.count(b"a padding to disable MSIE") == 6
+    assert headers["Content-Length"] == str(len(body))
+
+
+def test_the_head_timeout_runs_from_the_accept_and_can_be_set() -> None:
+    site = DecoySite(now=NOW, header_timeout=1.5, plain_on_https_port=True)
+    assert site.deadline == NOW + 1.5
+    site.feed(b"GET / HTTP/1.1\r\n", NOW + 1)
+    assert site.deadline == NOW + 1.5 and site.data_to_send() == b""
+    assert DecoySite(now=NOW).deadline == NOW + CLIENT_HEADER_TIMEOUT == NOW + 60
+
+
 # time
 
 

@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import pytest
 
 from elsewhere.control.certs import self_signed
 from elsewhere.transports.tls import ServerCertificate, certificate_pin, server_context
-from elsewhere.transports.tls_layer import READ_CHUNK, TlsServerLayer
+from elsewhere.transports.tls_layer import HANDSHAKE_TIMEOUT, READ_CHUNK, TlsServerLayer
 
 TIMEOUT = 5.0
 ALERT, HANDSHAKE, CCS, APPLICATION_DATA = 21, 22, 20, 23  # RFC 8446 §5.1 content types
@@ -283,13 +284,23 @@ class FakeTcp(asyncio.Transport):
         return ("192.0.2.1", 40000) if name == "peername" else default
 
 
+Plain = tuple[asyncio.Transport, bytes, float]
+
+
 class Wire:
     """A TLS client on memory BIOs, joined to a TlsServerLayer over a FakeTcp."""
 
-    def __init__(self, context: ssl.SSLContext, upper: Upper) -> None:
+    def __init__(self, context: ssl.SSLContext, upper: Upper, **options: Any) -> None:
         self.upper = upper
         self.failures: list[BaseException | None] = []
-        self.layer = TlsServerLayer(context, upper, on_handshake_failed=self.failures.append)
+        self.plain: list[Plain] = []
+        self.layer = TlsServerLayer(
+            context,
+            upper,
+            on_handshake_failed=self.failures.append,
+            on_plain=lambda *taken: self.plain.append(taken),
+            **options,
+        )
         self.tcp = FakeTcp()
         self.layer.connection_made(self.tcp)
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -469,3 +480,79 @@ def client_hello_from(wire: Wire) -> bytes:
     with contextlib.suppress(ssl.SSLWantReadError):
         wire.client.do_handshake()
     return wire.outgoing.read()
+
+
+# a first byte that starts no TLS (nginx: ngx_http_ssl_handshake's peek)
+
+
+def test_a_handshake_may_take_nginxs_client_header_timeout_by_default() -> None:
+    assert HANDSHAKE_TIMEOUT == 60.0
+
+
+@pytest.mark.parametrize(
+    "first", [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"SSH-2.0-OpenSSH_9.2\r\n", b"\x00", b"\x7f"]
+)
+async def test_bytes_that_start_no_tls_are_handed_over_with_the_connection_below(
+    context: ssl.SSLContext, first: bytes
+) -> None:
+    before = time.time()
+    wire = Wire(context, Upper())
+    wire.layer.data_received(first)
+    [(transport, received, since)] = wire.plain
+    assert transport is wire.tcp and received == first
+    assert before <= since <= time.time()  # the accept, from which nginx's timeout runs
+    assert not wire.tcp.reading  # paused for whoever takes it
+    assert wire.tcp.sent == b"" and not wire.tcp.closed  # OpenSSL never saw a byte
+    assert wire.failures == [] and wire.upper.transport is None
+    wire.layer.data_received(b"more")  # whatever still reaches the layer is not its business
+    wire.layer.connection_lost(None)
+    assert wire.failures == [] and wire.upper.lost == [] and len(wire.plain) == 1
+
+
+@pytest.mark.parametrize("first", [b"\x16\x03\x01\x00\x05hello", b"\x80\x2e\x01\x03\x03"])
+async def test_a_handshake_record_or_an_sslv2_hello_goes_to_openssl(
+    context: ssl.SSLContext, first: bytes
+) -> None:
+    wire = Wire(context, Upper())
+    wire.layer.data_received(first)
+    wire.layer.eof_received()
+    assert wire.plain == []
+    assert len(wire.failures) == 1 and wire.tcp.closed
+
+
+async def test_only_the_first_byte_decides(context: ssl.SSLContext) -> None:
+    wire = Wire(context, echo())
+    hello = client_hello_from(wire)
+    wire.layer.data_received(hello[:1])
+    wire.layer.data_received(hello[1:])  # not a 0x16 at the start of this read: still TLS
+    assert wire.plain == [] and record_types(bytes(wire.tcp.sent))[:2] == [HANDSHAKE, CCS]
+
+
+async def test_the_handshake_timer_stops_when_the_connection_is_handed_over(
+    context: ssl.SSLContext,
+) -> None:
+    wire = Wire(context, Upper(), handshake_timeout=0.01)
+    wire.layer.data_received(b"G")
+    await asyncio.sleep(0.05)  # five times the timeout: a live timer would have closed it
+    assert not wire.tcp.closed and wire.failures == []
+
+
+async def test_without_on_plain_openssl_answers_everything(cert: tuple[Path, Path, str]) -> None:
+    async with layer_server(server_context(cert[0], cert[1]), Upper) as (port, failures, _):
+        # OpenSSL sees an HTTP request and hangs up without a word (what nginx never does)
+        assert await send_raw(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") == (b"", "closed")
+    assert len(failures) == 1 and isinstance(failures[0], ssl.SSLError)
+
+
+async def test_on_the_wire_plain_bytes_get_whatever_the_taker_serves(
+    cert: tuple[Path, Path, str],
+) -> None:
+    def serve(transport: asyncio.Transport, received: bytes, since: float) -> None:
+        transport.set_protocol(asyncio.Protocol())
+        transport.write(b"you sent " + received)
+        transport.close()
+
+    context = server_context(cert[0], cert[1])
+    async with layer_server(context, Upper, on_plain=serve) as (port, failures, uppers):
+        assert await send_raw(port, b"hello") == (b"you sent hello", "closed")
+    assert failures == [] and uppers[0].transport is None
