@@ -292,3 +292,27 @@ async def test_bytes_that_are_not_tls_get_what_nginx_gives_them_and_end_the_same
     assert {seen.ending for seen in nginx_saw.values()} == {"closed", "lingering"}
     assert SHORT - SLACK < nginx_saw["silence"].after < SHORT + SLACK
     assert SHORT - SLACK < nginx_saw["one byte late, then silence"].after < SHORT + SLACK
+
+
+async def test_inside_tls_the_head_timeout_runs_from_the_accept_and_ends_as_nginx_ends_it(
+    nginx: int, tls_files: tuple[Path, Path]
+) -> None:
+    """nginx's client_header_timeout covers the TLS handshake and the first request head
+    together; a connection idle after the handshake ends with close_notify, a head begun and
+    not finished without it (nginx marks it timed out and shuts TLS down quietly)."""
+    cases = [
+        probe("silence"),
+        probe("one byte, then silence", b"G"),
+        probe("one byte late, then silence", LATE, b"G"),
+        probe("CRLF, then silence", b"\r\n"),
+        probe("half a head, then silence", b"GET /about.html HTTP/1.1\r\nHo"),
+        probe("a request, then close", b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        probe("garbage", b"\x00\x01"),
+    ]
+    config = {"inbounds": [inbound(*tls_files, "decoy")], "outbounds": [{"type": "direct"}]}
+    async with Engine(from_mapping(config)) as engine:
+        seen = await visit_all(visit_tls, [nginx, engine.inbounds[0].port], cases)
+    assert differences(seen) == []
+    nginx_saw = {name: each[0] for name, each in seen.items()}
+    assert {seen.ending for seen in nginx_saw.values()} == {"closed", "close_notify"}
+    assert SHORT - SLACK < nginx_saw["one byte late, then silence"].after < SHORT + SLACK

@@ -18,7 +18,7 @@ If-Match / If-Unmodified-Since (412, then close), Range (206, multipart, 416), g
 error pages, 414 and "Request Header Or Cookie Too Large" limits, keep-alive and pipelining,
 request bodies discarded, lingering close (also where nothing more came but nginx cannot know:
 its last read filled its buffer, a body read from the socket, a connection that pipelined), and
-the timeouts (as `deadline`).
+the timeouts (as `deadline`; which of them end a TLS connection without close_notify).
 
 With `plain_on_https_port`, the site is nginx's `listen ... ssl` port reached by a client that
 sent plain HTTP instead of a TLS handshake (ngx_http_ssl_handshake saw a first byte that is
@@ -875,8 +875,8 @@ class DecoySite:
     `half_closed` - shut down our write side but keep reading and feeding (nginx's lingering
     close); `closed` - close the socket now, reading nothing more first (so that bytes the
     client sent after our answer draw the RST a real nginx's close would); `deadline` - close
-    silently once it passes (nginx's timeouts answer nothing). Call eof() when the client
-    closes its side.
+    silently once it passes (nginx's timeouts answer nothing; over TLS without close_notify
+    when `times_out_quietly`). Call eof() when the client closes its side.
 
     `now` is when the connection was accepted: nginx's client_header_timeout (`header_timeout`)
     runs from then for the first request, through a TLS handshake or a plain-HTTP peek alike.
@@ -927,6 +927,15 @@ class DecoySite:
         if self._header_deadline is not None:
             return self._header_deadline
         return self._idle_deadline
+
+    @property
+    def times_out_quietly(self) -> bool:
+        """Whether passing `deadline` now times out a request (a head begun and not finished,
+        a body not all sent) rather than ends an idle connection: nginx then marks it timed out
+        and shuts TLS down quietly, a FIN without close_notify (measured)."""
+        if self.closed or self._linger_since is not None:
+            return False
+        return self._discarding or (self._parser is not None and bool(self._buf))
 
     def feed(self, data: Buffer, now: float) -> None:
         if self.closed or not data:

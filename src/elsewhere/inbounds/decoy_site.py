@@ -86,7 +86,10 @@ class DecoyProtocol(asyncio.Protocol):
         if deadline is not None and deadline > time.time():
             self._act()  # moved on since the timer was set
             return
-        self.transport.close()
+        if self.site.times_out_quietly:
+            self.transport.abort()  # over TLS: no close_notify; over TCP: the same FIN
+        else:
+            self.transport.close()
 
 
 def would_answer(content: DecoyContent, received: bytes) -> bool:

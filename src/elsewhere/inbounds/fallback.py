@@ -57,7 +57,11 @@ class DecoyFallback:
         self.header_timeout = header_timeout
 
     def take(self, transport: asyncio.Transport, received: bytes) -> None:
-        DecoyProtocol(self.content, transport, received, header_timeout=self.header_timeout)
+        # nginx's header timeout runs from the accept, through the TLS handshake (tls_layer)
+        since = transport.get_extra_info("accepted_at")
+        DecoyProtocol(
+            self.content, transport, received, since=since, header_timeout=self.header_timeout
+        )
 
 
 def serve_plain_http(

@@ -345,6 +345,20 @@ def test_timeouts_are_nginx_defaults_and_answer_nothing() -> None:
     assert site.deadline == NOW + 30 + CLIENT_HEADER_TIMEOUT
 
 
+def test_a_request_cut_short_times_out_quietly_an_idle_connection_does_not() -> None:
+    """nginx shuts TLS down without close_notify when a request timed out (measured)."""
+    site = DecoySite(now=NOW)
+    assert not site.times_out_quietly  # waiting for a first byte
+    site.feed(b"\r\n", NOW)
+    assert site.times_out_quietly  # a head begun (blank lines are read as one)
+    site.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", NOW)
+    assert site.data_to_send() and not site.times_out_quietly  # idle between requests
+    site.feed(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n", NOW)
+    assert site.data_to_send() and site.times_out_quietly  # a body not all sent
+    site.feed(b"abc\x00", NOW)
+    assert site.half_closed and not site.times_out_quietly  # lingering close
+
+
 def test_the_client_closing_ends_the_connection_silently() -> None:
     site = DecoySite(now=NOW)
     site.feed(b"GET / HTTP/1.1\r\n", NOW)

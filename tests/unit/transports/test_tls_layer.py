@@ -501,6 +501,7 @@ async def test_bytes_that_start_no_tls_are_handed_over_with_the_connection_below
     [(transport, received, since)] = wire.plain
     assert transport is wire.tcp and received == first
     assert before <= since <= time.time()  # the accept, from which nginx's timeout runs
+    assert wire.layer.get_extra_info("accepted_at") == since
     assert not wire.tcp.reading  # paused for whoever takes it
     assert wire.tcp.sent == b"" and not wire.tcp.closed  # OpenSSL never saw a byte
     assert wire.failures == [] and wire.upper.transport is None
