@@ -39,7 +39,7 @@ HandshakeFailed = Callable[[BaseException | None], None]
 # (the TCP transport, reading paused; what it sent so far; when it was accepted, wall clock)
 PlainTaker = Callable[[asyncio.Transport, bytes, float], None]
 
-_HANDSHAKE, _OPEN, _CLOSED = "handshake", "open", "closed"
+_HANDSHAKE, _OPEN, _LINGERING, _CLOSED = "handshake", "open", "lingering", "closed"
 
 
 class _Buffers(threading.local):
@@ -66,6 +66,9 @@ class TlsServerLayer(asyncio.BufferedProtocol, asyncio.Transport):
     With `on_plain`, a connection whose first byte is neither a handshake record nor an SSLv2
     hello is no TLS at all: the TCP transport below, its reading paused, goes to `on_plain`
     with the bytes it sent, and this layer is out of the way (`upper` never hears of it).
+
+    close_lingering() is nginx's lingering close over TLS: close_notify and a FIN, then the
+    peer's bytes are read (undecrypted) and dropped until it closes or the protocol above does.
 
     get_extra_info("accepted_at") is when the connection was accepted (wall clock): nginx's
     client_header_timeout runs from then through the handshake to the end of the first request
@@ -126,6 +129,8 @@ class TlsServerLayer(asyncio.BufferedProtocol, asyncio.Transport):
             self._incoming.write(data)
             if not self._paused:
                 self._read()
+        elif self._state is _LINGERING:
+            self.upper.data_received(bytes(data))  # read and dropped: see close_lingering
         elif self._state is _HANDSHAKE:
             if not self._peeked and data:
                 self._peeked = True
@@ -137,6 +142,9 @@ class TlsServerLayer(asyncio.BufferedProtocol, asyncio.Transport):
             self._handshake()
 
     def eof_received(self) -> bool:
+        if self._state is _LINGERING:
+            self._peer_closed()  # nginx's lingering read gets 0 and closes
+            return False
         self._incoming.write_eof()
         if self._state is _HANDSHAKE:
             self._handshake()  # fails: OpenSSL answers a cut-short handshake as it does
@@ -185,6 +193,33 @@ class TlsServerLayer(asyncio.BufferedProtocol, asyncio.Transport):
 
     def can_write_eof(self) -> bool:
         return False
+
+    def close_lingering(self) -> None:
+        """nginx's lingering close over TLS (ngx_http_set_lingering_close): close_notify and a
+        FIN go out at once, and the connection stays open for reading, so that what the peer
+        sends after the answer is taken in, not answered with a RST. Like nginx, which reads
+        the socket itself once its SSL shutdown is sent, the bytes that come are not decrypted
+        (a record that would not decrypt draws no alert): they go up to the protocol above, as
+        bytes it must drop, only so that it sees each read and can time its lingering by them.
+        It ends on the peer's FIN (eof_received) or on close(). Measured against nginx 1.22.1:
+        tests/interop/test_tls_endings_nginx.py.
+
+        Not write_eof: can_write_eof() stays False, so a relay never half-closes TLS and the
+        tunnels' data path is as before."""
+        if self._state is not _OPEN or self._closing or self.lower is None:
+            return
+        assert self._sslobj is not None
+        self._state = _LINGERING
+        # records read and not yet decrypted are dropped here, so that unwrap's second
+        # SSL_shutdown (waiting for the peer's close_notify) finds nothing to parse or refuse
+        self._incoming.read()
+        with contextlib.suppress(ssl.SSLError, ValueError):
+            self._sslobj.unwrap()  # queues close_notify; the peer's is not waited for
+        self._flush()
+        if self.lower.can_write_eof():
+            self.lower.write_eof()
+        else:
+            self.close()
 
     def close(self) -> None:
         if self._closing:

@@ -1,7 +1,8 @@
 """The server-side TLS layer: on the wire, a failed handshake ends as OpenSSL web servers end it
 (OpenSSL's reply and alert, then a FIN) and is reported; past the handshake, plaintext flows
 both ways, close_notify goes out on close and comes up as an end of stream, reading paused above
-holds records back, and a renewed certificate is picked up through the SNI callback. Flow control
+holds records back, a lingering close sends close_notify and a FIN and reads on without
+decrypting, and a renewed certificate is picked up through the SNI callback. Flow control
 and endings are driven in memory (a client on memory BIOs, a fake TCP transport below)."""
 
 from __future__ import annotations
@@ -251,6 +252,7 @@ class FakeTcp(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.sent = bytearray()
+        self.eof_written = False
         self.closed = False
         self.aborted = False
         self.reading = True
@@ -258,6 +260,12 @@ class FakeTcp(asyncio.Transport):
 
     def write(self, data: Any) -> None:
         self.sent += data
+
+    def write_eof(self) -> None:
+        self.eof_written = True
+
+    def can_write_eof(self) -> bool:
+        return True
 
     def close(self) -> None:
         self.closed = True
@@ -408,6 +416,104 @@ async def test_a_tcp_fin_without_close_notify_is_an_end_of_stream_too(
     wire.send(b"last words")
     assert wire.layer.eof_received() is False  # the protocol above let it close
     assert wire.upper.received == b"last words" and wire.upper.eof
+
+
+# nginx's lingering close over TLS: close_notify and a FIN, then read and drop
+
+
+def lingering(context: ssl.SSLContext) -> Wire:
+    """A connection whose protocol above answered "answer" and closed lingering."""
+
+    def answer_and_linger(upper: Upper, data: bytes) -> None:
+        upper.transport.write(b"answer")
+        upper.transport.close_lingering()
+
+    upper = Upper()
+    upper.on_data = answer_and_linger
+    wire = Wire(context, upper)
+    wire.handshake()
+    wire.receive()  # the session tickets
+    wire.send(b"question")
+    return wire
+
+
+async def test_a_lingering_close_sends_close_notify_after_the_answer_then_a_fin(
+    context: ssl.SSLContext,
+) -> None:
+    wire = lingering(context)
+    assert record_types(bytes(wire.tcp.sent)) == [APPLICATION_DATA, APPLICATION_DATA]
+    assert wire.receive() == b"answer"
+    assert wire.close_notified and wire.tcp.eof_written
+    assert not wire.tcp.closed and not wire.upper.transport.is_closing()  # still reading
+    wire.upper.transport.write(b"after the close_notify")  # dropped, not an error
+    wire.upper.transport.close_lingering()  # again: nothing more goes out
+    assert wire.tcp.sent == b""
+
+
+async def test_what_comes_while_lingering_is_read_undecrypted_and_draws_no_alert(
+    context: ssl.SSLContext,
+) -> None:
+    """nginx reads the socket itself once its close_notify is out: a late request, garbage
+    and the peer's own close_notify are all taken in without a reply."""
+    wire = lingering(context)
+    wire.receive()
+    wire.upper.on_data = None
+    wire.client.write(b"a late request")
+    late_record = wire.outgoing.read()
+    garbage = bytes([APPLICATION_DATA, 3, 3, 0, 32]) + os.urandom(32)
+    for data in (late_record, garbage, b"not even a record"):
+        wire.layer.data_received(data)
+    assert wire.upper.received == b"question" + late_record + garbage + b"not even a record"
+    before = len(wire.upper.received)
+    wire.send_close_notify()
+    assert record_types(bytes(wire.upper.received[before:])) == [APPLICATION_DATA]  # TLS 1.3
+    assert not wire.upper.eof  # the peer's close_notify is bytes to drop too; its FIN ends it
+    assert wire.tcp.sent == b""
+    assert not wire.tcp.closed and not wire.tcp.aborted
+
+
+async def test_records_read_and_not_yet_decrypted_when_lingering_begins_are_dropped(
+    context: ssl.SSLContext,
+) -> None:
+    """Reading paused above: a record that would not decrypt waits in the BIO; the close
+    drops it rather than let OpenSSL answer it with an alert after the close_notify."""
+    upper = Upper()
+    upper.on_data = lambda self, data: self.transport.pause_reading()
+    wire = Wire(context, upper)
+    wire.handshake()
+    wire.receive()  # the session tickets
+    wire.send(b"question")
+    wire.layer.data_received(bytes([APPLICATION_DATA, 3, 3, 0, 32]) + os.urandom(32))
+    upper.transport.close_lingering()
+    assert record_types(bytes(wire.tcp.sent)) == [APPLICATION_DATA]  # the close_notify only
+    assert wire.receive() == b"" and wire.close_notified
+    assert not wire.tcp.aborted
+
+
+async def test_the_peers_fin_ends_a_lingering_close_and_close_ends_it_without_a_byte(
+    context: ssl.SSLContext,
+) -> None:
+    wire = lingering(context)
+    wire.receive()
+    assert wire.layer.eof_received() is False
+    assert wire.upper.eof and wire.tcp.closed
+    wire.layer.connection_lost(None)
+    assert wire.upper.lost == [None]
+
+    wire = lingering(context)
+    wire.receive()
+    wire.upper.transport.close()  # the lingering time is over
+    assert wire.tcp.closed and wire.tcp.sent == b"" and not wire.upper.eof
+
+
+async def test_a_lingering_close_before_the_handshake_is_done_does_nothing(
+    context: ssl.SSLContext,
+) -> None:
+    wire = Wire(context, Upper())
+    wire.layer.close_lingering()
+    assert wire.tcp.sent == b"" and not wire.tcp.eof_written and not wire.tcp.closed
+    wire.handshake()  # and the handshake goes on
+    assert wire.upper.transport is wire.layer
 
 
 async def test_reading_paused_above_holds_records_until_resumed(context: ssl.SSLContext) -> None:
