@@ -160,7 +160,7 @@ def visit(port: int, probe: Probe) -> Seen:
 
 def visit_tls(port: int, probe: Probe) -> Seen:
     """The probe inside TLS; "closed" is then a FIN without close_notify, "close_notify" the
-    other ending (a lingering close is not told apart here)."""
+    other ending (a lingering close is told apart in test_tls_endings_nginx)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE

@@ -8,6 +8,7 @@ import asyncio
 import time
 
 from elsewhere.codecs.decoy import CLIENT_HEADER_TIMEOUT, DecoyContent, DecoySite
+from elsewhere.transports.tls_layer import TlsServerLayer
 
 
 class DecoyProtocol(asyncio.Protocol):
@@ -65,12 +66,15 @@ class DecoyProtocol(asyncio.Protocol):
             transport.close()
             return
         if site.half_closed:
-            if not transport.can_write_eof():
-                # TLS under asyncio has no half-close; nginx's lingering close over TLS starts
-                # with close_notify too, which is what closing sends
-                transport.close()
+            # lingering close: our FIN (over TLS after close_notify, as nginx's), then keep
+            # reading and dropping a while, so that late bytes draw no RST
+            if transport.can_write_eof():
+                transport.write_eof()
+            elif isinstance(transport, TlsServerLayer):
+                transport.close_lingering()
+            else:
+                transport.close()  # no half-close below (not TLS of ours): a close is nearest
                 return
-            transport.write_eof()  # lingering close: keep reading (and dropping) a while
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
