@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Protocol, cast
 
-from elsewhere.codecs.decoy import CLIENT_HEADER_TIMEOUT, default_content
+from elsewhere.codecs.decoy import CLIENT_HEADER_TIMEOUT, DecoyContent, default_content
 from elsewhere.errors import ConfigError
 from elsewhere.inbounds.decoy_site import DecoyProtocol
 from elsewhere.transports.layer import Pending
@@ -50,10 +51,15 @@ class UpstreamFallback:
 
 
 class DecoyFallback:
-    """The decoy site shipped in the package, served by elsewhere itself."""
+    """A static site served by elsewhere itself as nginx would serve it: the files of
+    `content` (a directory's, with their mtimes), or the site shipped in the package."""
 
-    def __init__(self, header_timeout: float = CLIENT_HEADER_TIMEOUT) -> None:
-        self.content = default_content()
+    def __init__(
+        self,
+        header_timeout: float = CLIENT_HEADER_TIMEOUT,
+        content: DecoyContent | None = None,
+    ) -> None:
+        self.content = content or default_content()
         self.header_timeout = header_timeout
 
     def take(self, transport: asyncio.Transport, received: bytes) -> None:
@@ -100,12 +106,38 @@ def serve_plain_http(
 def make_fallback(
     tag: str, options: Mapping[str, Any], *, header_timeout: float = CLIENT_HEADER_TIMEOUT
 ) -> Fallback:
+    """`fallback` is "decoy" (the default) or host:port of a web server; with "decoy",
+    `decoy` may name a directory whose files are the site (a flat one: index.html, 404.html
+    and the rest, served with their mtimes, as `elsewhere server` generates); without it, the
+    site shipped in the package."""
     spec = options.get("fallback", "decoy")
+    site = options.get("decoy")
     if spec == "decoy":
-        return DecoyFallback(header_timeout)
+        return DecoyFallback(header_timeout, None if site is None else _site(tag, site))
+    if site is not None:
+        raise ConfigError(
+            f'inbound "{tag}": decoy = {site!r} is the site of fallback = "decoy", '
+            f"but fallback is {spec!r}; drop one of them"
+        )
     host, sep, port = str(spec).rpartition(":")
     if not sep or not port.isdigit():
         raise ConfigError(
             f'inbound "{tag}": fallback must be "decoy" or host:port of a web server, not {spec!r}'
         )
     return UpstreamFallback(host.strip("[]"), int(port))
+
+
+def _site(tag: str, directory: object) -> DecoyContent:
+    path = Path(str(directory)).expanduser()
+    if not isinstance(directory, str) or not path.is_dir():
+        raise ConfigError(
+            f'inbound "{tag}": decoy must be the directory of the decoy site, '
+            f"and {directory!r} is not a directory"
+        )
+    try:
+        content = DecoyContent.load(path)
+    except OSError as e:
+        raise ConfigError(f'inbound "{tag}": cannot read the decoy site in {path}: {e}') from e
+    if not content.files:
+        raise ConfigError(f'inbound "{tag}": the decoy site directory {path} is empty')
+    return content

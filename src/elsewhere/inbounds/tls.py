@@ -275,6 +275,8 @@ class _StreamDatagrams(asyncio.Protocol):
 
 class TlsInbound:
     """Options besides users, paths and certificate: `fallback` ("decoy" or host:port),
+    `decoy` (with "decoy": the directory of the site to serve, as `elsewhere server` generates
+    one per server; without it, the site shipped in the package, the same on every install),
     `decide_timeout` (seconds a half-sent first request waits before the fallback gets it),
     `client_header_timeout` (nginx's, 60 s: how long after the accept a TLS handshake, or a
     plain-HTTP request head, may take before the connection is closed without a word)."""
