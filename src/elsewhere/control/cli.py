@@ -145,6 +145,8 @@ def cmd_server(args: argparse.Namespace) -> int:
         keys = store.list_keys()
         if created:
             print(f"created {directory / roles.STORE_FILE} with a first key")
+        if settings.site_created:
+            print(f"created {settings.site}: the web site strangers see on the TLS port")
 
         def ready(engine: Any) -> None:
             print(f"elsewhere server {__version__}:")

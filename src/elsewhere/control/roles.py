@@ -30,6 +30,7 @@ from elsewhere.control.acme import (
 )
 from elsewhere.control.certs import load_certificate_files, self_signed
 from elsewhere.control.links import AccessKey, format_access_key
+from elsewhere.control.site import ensure_site
 from elsewhere.engine import Engine
 from elsewhere.errors import ConfigError
 from elsewhere.inbounds.shadowsocks import ServerKey, ShadowsocksInbound
@@ -202,6 +203,8 @@ class ServerSettings:
     acme: AcmeSettings | None = None
     http_port: int = 80  # where the ACME http-01 answers are served
     data: Path | None = None
+    site: Path | None = None  # this server's own decoy site; None: the packaged one
+    site_created: bool = False
 
 
 def prepare_server(
@@ -217,7 +220,8 @@ def prepare_server(
     domain: str | None = None,
     acme: AcmeSettings | None = None,
 ) -> tuple[ServerSettings, list[KeyRecord]]:
-    """First run: pick ports, remember the host, create a first key and (unless certificate
+    """First run: pick ports, remember the host, create a first key, the decoy site the TLS
+    port shows strangers (data/site, never regenerated once there) and (unless certificate
     files or a domain with certbot's or Caddy's files are given) a self-signed certificate
     whose pin goes into Trojan and VLESS links. Later runs: reuse all of it."""
     for name, value in (
@@ -242,6 +246,9 @@ def prepare_server(
         port_tls=int(store.get_setting("port_tls") or 0),
     )
     settings.data = data
+    if data is not None:
+        # every server shows strangers a site of its own: one shared page would find them all
+        settings.site, settings.site_created = ensure_site(data)
     if acme is not None:
         # the certificate is obtained when the server starts (run_server), over http-01
         files = certificate_files(data or Path("."), acme.domains[0])
@@ -312,6 +319,8 @@ def server_config(settings: ServerSettings, store: SqliteStore) -> Config:
                 "websocket": {"path": store.get_setting("ws_path")},
             }
         )
+        if settings.site is not None:
+            inbounds[-1]["decoy"] = str(settings.site)
     return from_mapping(
         {
             "inbounds": inbounds,
