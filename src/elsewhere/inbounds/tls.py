@@ -101,6 +101,11 @@ class _Detect(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
             self.timer.cancel()
+        if not self.decided:
+            # gone (a RST) before its first bytes made a request of ours: a probe, counted
+            # like one cut short by a FIN (as the Shadowsocks servers count theirs)
+            self.decided = True
+            self.engine.stats.probes += 1
 
     def _give_up(self) -> None:
         if not self.decided:
