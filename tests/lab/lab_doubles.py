@@ -115,6 +115,24 @@ def exchange(lab: Lab, port: int, payload: bytes, timeout: float = 1.0) -> bytes
         return None
 
 
+def echoed(lab: Lab, port: int, payload: bytes, timeout: float = 5.0) -> bool:
+    """Does an echo on the server's `port` send `payload` back whole? For flows that must
+    pass: the echo may come in more than one segment, and a loaded machine (the censor sees
+    every packet in Python) may take longer than the 1 s a blocked flow is given."""
+    got = b""
+    try:
+        with lab.connect("client", plan.SERVER, port, timeout=timeout) as sock:
+            sock.sendall(payload)
+            while len(got) < len(payload):
+                chunk = sock.recv(READ_SIZE)
+                if not chunk:
+                    break
+                got += chunk
+    except OSError:
+        return False
+    return got == payload
+
+
 async def socks_exchange(
     lab: Lab, proxy_port: int, destination: Destination, request: bytes, timeout: float
 ) -> bytes | None:
