@@ -4,6 +4,7 @@ to the fallback, byte for byte."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from pathlib import Path
 
@@ -248,3 +249,38 @@ async def test_nothing_or_too_little_is_closed_silently_client_header_timeout_af
         writer.close()
         assert answer == b"" and 0.25 < waited < 2
         assert engine.stats.probes == 1
+
+
+async def test_connections_proxied_to_an_upstream_end_when_the_server_stops(
+    tmp_path: Path,
+) -> None:
+    """An upstream that keeps a stranger's connection open (a long download, a slow client)
+    must not keep it past the server's stop, on either side."""
+    request = b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n"
+    upstream_got: asyncio.Queue[bytes] = asyncio.Queue()
+    upstream_ended = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream_got.put(await reader.read(65536))
+        with contextlib.suppress(ConnectionError):
+            await reader.read()  # until elsewhere ends its side
+        upstream_ended.set()
+        writer.close()
+
+    upstream = await asyncio.start_server(silent, "127.0.0.1", 0)
+    async with upstream:
+        config = server_config(tmp_path, upstream.sockets[0].getsockname()[1])
+        engine = Engine(from_mapping(config))
+        await engine.start()
+        try:
+            reader, writer = await open_tls(engine.inbounds[0].port)  # type: ignore[attr-defined]
+            writer.write(request)
+            assert await asyncio.wait_for(upstream_got.get(), 5) == request
+        finally:
+            await engine.stop()
+        await asyncio.wait_for(upstream_ended.wait(), 5)
+        rest = b""
+        with contextlib.suppress(ConnectionError, ssl.SSLError):  # a RST is an end too
+            rest = await asyncio.wait_for(reader.read(-1), 5)
+        assert rest == b""
+        writer.close()

@@ -13,12 +13,20 @@ from typing import Any, Protocol, cast
 from elsewhere.codecs.decoy import CLIENT_HEADER_TIMEOUT, DecoyContent, default_content
 from elsewhere.errors import ConfigError
 from elsewhere.inbounds.decoy_site import DecoyProtocol
+from elsewhere.relay import Relay
 from elsewhere.transports.layer import Pending
+
+# A reverse proxy's connection is the upstream's to end; this only reaps the abandoned ones.
+UPSTREAM_IDLE_TIMEOUT = 300.0
 
 
 class Fallback(Protocol):
     def take(self, transport: asyncio.Transport, received: bytes) -> None:
         """Serve `transport` (reading paused) whose peer already sent `received`."""
+        ...
+
+    def close(self) -> None:
+        """The server stops: end what this fallback holds open that would outlive it."""
         ...
 
 
@@ -29,6 +37,7 @@ class UpstreamFallback:
         self.host = host
         self.port = port
         self._tasks: set[asyncio.Task[None]] = set()
+        self._relays: set[Relay] = set()
 
     def take(self, transport: asyncio.Transport, received: bytes) -> None:
         task = asyncio.get_running_loop().create_task(self._serve(transport, received))
@@ -36,8 +45,6 @@ class UpstreamFallback:
         task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, transport: asyncio.Transport, received: bytes) -> None:
-        from elsewhere.relay import Relay
-
         loop = asyncio.get_running_loop()
         transport.set_protocol(Pending())
         try:
@@ -45,9 +52,27 @@ class UpstreamFallback:
         except OSError:
             transport.abort()
             return
+        except asyncio.CancelledError:  # the server stops while the upstream is dialled
+            transport.abort()
+            raise
         if received:
             upstream.write(received)
-        Relay(transport, cast(asyncio.Transport, upstream), idle_timeout=300)
+        relay = Relay(
+            transport,
+            cast(asyncio.Transport, upstream),
+            idle_timeout=UPSTREAM_IDLE_TIMEOUT,
+            on_done=self._relays.discard,
+        )
+        if not relay.finished:
+            self._relays.add(relay)
+
+    def close(self) -> None:
+        """Both sides of every proxied connection, and those still dialling the upstream, end
+        with the server: they are the engine's connections too, just not tunnels."""
+        for task in self._tasks:
+            task.cancel()
+        for relay in list(self._relays):
+            relay.abort()
 
 
 class DecoyFallback:
@@ -61,6 +86,11 @@ class DecoyFallback:
     ) -> None:
         self.content = content or default_content()
         self.header_timeout = header_timeout
+
+    def close(self) -> None:
+        """Nothing to end: each connection closes on nginx's own timeouts (at most 75 s
+        keep-alive, 60 s for a request head, 30 s of lingering), as nginx's graceful stop
+        lets its open connections finish."""
 
     def take(self, transport: asyncio.Transport, received: bytes) -> None:
         # nginx's header timeout runs from the accept, through the TLS handshake (tls_layer)

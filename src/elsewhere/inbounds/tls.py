@@ -351,6 +351,7 @@ class TlsInbound:
     async def stop(self) -> None:
         if self.server is not None:
             self.server.close()
+        self.fallback.close()
 
     def describe(self) -> str:
         kinds = [k for k, t in (("trojan", self.users.trojan), ("vless", self.users.vless)) if t]
