@@ -35,7 +35,9 @@ from elsewhere.engine import Engine
 from ports import free_port
 
 # Needs the Debian package nginx (listed in .ci/apt-packages); never skipped.
-pytestmark = pytest.mark.interop
+# Timing is compared with nginx to 0.3 s: these run one after another on one worker, not beside
+# each other (each starts ~100 probing threads).
+pytestmark = [pytest.mark.interop, pytest.mark.xdist_group("nginx-timing")]
 
 # nginx's lingering_timeout (5 s), lingering_time (30 s) and keepalive_timeout (75 s), cut
 # short on both sides
