@@ -4,6 +4,7 @@ real http-01 validation) and serves it on the TLS port that Trojan and VLESS key
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import ssl
@@ -57,7 +58,10 @@ async def test_server_obtains_and_serves_an_acme_certificate(
         assert proc.stdout is not None
         async with asyncio.timeout(60):
             while b"ss://" not in (line := await proc.stdout.readline()):
-                assert line, "server exited before printing its keys"
+                if not line:
+                    assert proc.stderr is not None
+                    why = (await proc.stderr.read()).decode(errors="replace")
+                    pytest.fail(f"server exited before printing its keys: {why}")
         trust = ssl.create_default_context(cadata=pebble.root().decode())
         _reader, writer = await asyncio.open_connection(
             "127.0.0.1", tls_port, ssl=trust, server_hostname=domain
@@ -83,7 +87,8 @@ async def test_server_obtains_and_serves_an_acme_certificate(
         key = parse_access_key(link)
         assert key.extra["sni"] == domain and "pcs" not in key.extra  # a CA cert needs no pin
     finally:
-        proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # it may have exited on its own
+            proc.send_signal(signal.SIGTERM)
         try:
             async with asyncio.timeout(10):
                 await proc.wait()

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from peers import bound
 
 from elsewhere.codecs.address import NeedMoreData, decode_address, encode_address
 from elsewhere.codecs.shadowsocks import (
@@ -34,22 +35,22 @@ methods = pytest.mark.parametrize("method", sorted(METHODS))
 
 
 @contextlib.contextmanager
-def running(args: list[str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Start a shadowsocks-libev binary and wait (bounded) until it accepts on `port`."""
+def running(
+    args: list[str], port: int, log: Path, *, udp: bool = False
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a shadowsocks-libev binary and wait (bounded) until it listens on TCP `port` and,
+    with `udp`, has bound UDP `port` too (it binds that after TCP: a datagram sent in between
+    is lost)."""
     with log.open("wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + TIMEOUT
-        while True:
+        while not (bound(port, "tcp") and (not udp or bound(port, "udp"))):
             if proc.poll() is not None:
                 pytest.fail(f"{args[0]} exited: {log.read_text(errors='replace')}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"{args[0]} never listened on {port}")
-                time.sleep(0.02)  # poll interval while the binary starts, not synchronisation
+            if time.monotonic() > deadline:
+                pytest.fail(f"{args[0]} never listened on {port}")
+            time.sleep(0.02)  # poll interval while the binary starts, not synchronisation
         yield proc
     finally:
         proc.kill()
@@ -158,8 +159,8 @@ def test_udp_packets_go_through_ss_server(method: str, tmp_path: Path) -> None:
         target.bind(("127.0.0.1", 0))
         target.settimeout(TIMEOUT)
         target_addr = Destination("127.0.0.1", target.getsockname()[1])
-        client.settimeout(0.5)
-        with running(args, port, tmp_path / "ss-server.log"):
+        client.settimeout(TIMEOUT)
+        with running(args, port, tmp_path / "ss-server.log", udp=True):
             packet = encrypt_packet(cipher, encode_address(target_addr) + b"dgram")
             client.sendto(packet, ("127.0.0.1", port))
             data, peer = target.recvfrom(65536)
