@@ -26,7 +26,7 @@ from elsewhere.inbounds.base import register
 from elsewhere.inbounds.stealth import Handshake
 from elsewhere.session import Destination, Session
 from elsewhere.transports.layer import CryptoLayer
-from elsewhere.transports.tcp import listen, listen_udp
+from elsewhere.transports.tcp import listen_pair, listening_port
 from elsewhere.udp import NatTable, forward
 
 if TYPE_CHECKING:
@@ -230,10 +230,16 @@ class ShadowsocksInbound:
     async def start(self, engine: Engine) -> None:
         self.engine = engine
         what = f'shadowsocks inbound "{self.tag}"'
-        self.server = await listen(lambda: _Handshake(self), self.host, self.port, what)
-        self.port = self.server.sockets[0].getsockname()[1]
-        if self.udp:
-            self.datagrams = await listen_udp(lambda: _Datagrams(self), self.host, self.port, what)
+        self.server, self.datagrams = await listen_pair(
+            lambda: _Handshake(self),
+            (lambda: _Datagrams(self)) if self.udp else None,
+            self.host,
+            self.port,
+            what,
+        )
+        assert self.server is not None
+        self.port = listening_port(self.server)
+        if self.datagrams is not None:
             self.nat.start()
 
     async def stop(self) -> None:

@@ -28,7 +28,7 @@ from elsewhere.inbounds.base import register
 from elsewhere.inbounds.stealth import Handshake
 from elsewhere.session import Destination, Session
 from elsewhere.transports.layer import CryptoLayer
-from elsewhere.transports.tcp import listen, listen_udp
+from elsewhere.transports.tcp import listen_pair, listening_port
 from elsewhere.udp import NatEntry, NatTable, forward
 
 if TYPE_CHECKING:
@@ -269,10 +269,16 @@ class Ss2022Inbound:
     async def start(self, engine: Engine) -> None:
         self.engine = engine
         what = f'ss2022 inbound "{self.tag}"'
-        self.server = await listen(lambda: _Handshake(self), self.host, self.port, what)
-        self.port = self.server.sockets[0].getsockname()[1]
-        if self.udp_enabled:
-            self.datagrams = await listen_udp(lambda: _Datagrams(self), self.host, self.port, what)
+        self.server, self.datagrams = await listen_pair(
+            lambda: _Handshake(self),
+            (lambda: _Datagrams(self)) if self.udp_enabled else None,
+            self.host,
+            self.port,
+            what,
+        )
+        assert self.server is not None
+        self.port = listening_port(self.server)
+        if self.datagrams is not None:
             self.nat.start()
             loop = asyncio.get_running_loop()
             self._sweep = loop.call_later(self.udp_timeout / 4, self._expire_sessions)

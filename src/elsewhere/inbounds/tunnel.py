@@ -11,7 +11,7 @@ from elsewhere.errors import ConfigError
 from elsewhere.inbounds.base import register
 from elsewhere.session import Destination, Session
 from elsewhere.transports.layer import Pending
-from elsewhere.transports.tcp import listen, listen_udp
+from elsewhere.transports.tcp import listen_pair, listening_port
 from elsewhere.udp import NatTable, forward
 
 if TYPE_CHECKING:
@@ -87,11 +87,16 @@ class TunnelInbound:
     async def start(self, engine: Engine) -> None:
         self.engine = engine
         what = f'tunnel inbound "{self.tag}"'
-        if self.tcp:
-            self.server = await listen(lambda: _Accept(self), self.host, self.port, what)
-            self.port = self.server.sockets[0].getsockname()[1]
-        if self.udp:
-            self.datagrams = await listen_udp(lambda: _Datagrams(self), self.host, self.port, what)
+        self.server, self.datagrams = await listen_pair(
+            (lambda: _Accept(self)) if self.tcp else None,
+            (lambda: _Datagrams(self)) if self.udp else None,
+            self.host,
+            self.port,
+            what,
+        )
+        if self.server is not None:
+            self.port = listening_port(self.server)
+        if self.datagrams is not None:
             self.port = self.datagrams.get_extra_info("sockname")[1]
             self.nat.start()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import socket
 from collections.abc import Callable
 from ssl import SSLContext
 from typing import Any, TypeVar
@@ -43,11 +44,54 @@ async def listen_udp(
     factory: Callable[[], asyncio.DatagramProtocol], host: str, port: int, what: str
 ) -> asyncio.DatagramTransport:
     loop = asyncio.get_running_loop()
+    # bound here, not by create_datagram_endpoint: uvloop's error for a taken port carries no
+    # errno, so "already in use" could not be told from other failures
     try:
-        transport, _ = await loop.create_datagram_endpoint(factory, local_addr=(host, port))
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+        sock = socket.socket(family, socket.SOCK_DGRAM)
     except OSError as exc:
         raise ConfigError(_explain(exc, host, port, what + " (UDP)")) from None
+    try:
+        sock.bind(address)
+        sock.setblocking(False)
+        transport, _ = await loop.create_datagram_endpoint(factory, sock=sock)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(_explain(exc, host, port, what + " (UDP)")) from None
     return transport
+
+
+PAIR_TRIES = 20
+
+
+async def listen_pair(
+    stream_factory: Callable[[], asyncio.BaseProtocol] | None,
+    datagram_factory: Callable[[], asyncio.DatagramProtocol] | None,
+    host: str,
+    port: int,
+    what: str,
+) -> tuple[asyncio.Server | None, asyncio.DatagramTransport | None]:
+    """TCP and UDP on one port (either may be None: not served). Port 0 means any port free
+    for both: the one the kernel gives TCP may already be some UDP socket's, so on that clash
+    another is tried, up to PAIR_TRIES times. A given port is taken as it is, or a clear
+    ConfigError."""
+    for attempt in range(PAIR_TRIES):
+        server = None
+        if stream_factory is not None:
+            server = await listen(stream_factory, host, port, what)
+        if datagram_factory is None:
+            return server, None
+        chosen = port if server is None else listening_port(server)
+        try:
+            datagrams = await listen_udp(datagram_factory, host, chosen, what)
+        except ConfigError:
+            if server is not None:
+                server.close()
+            if port != 0 or server is None or attempt == PAIR_TRIES - 1:
+                raise
+            continue
+        return server, datagrams
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 async def connect_tcp(

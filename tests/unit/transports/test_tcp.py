@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
+from elsewhere.errors import ConfigError
+from elsewhere.transports import tcp as tcp_module
 from elsewhere.transports.layer import Pending
 from elsewhere.transports.tcp import connect_tcp
 
@@ -74,3 +76,45 @@ async def test_a_cancel_from_outside_stays_a_cancel() -> None:
         attempt.cancel()
         with pytest.raises(asyncio.CancelledError):
             await attempt
+
+
+class _Quiet(asyncio.DatagramProtocol):
+    pass
+
+
+async def test_port_zero_pairs_tcp_and_udp_on_a_port_free_for_both(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The TCP port the kernel picks may be some UDP socket's already: that clash (injected
+    here on the first try) makes listen_pair let that port go and take another."""
+    real = tcp_module.listen_udp
+    clashes: list[int] = []
+
+    async def clash_once(
+        factory: Callable[[], asyncio.DatagramProtocol], host: str, port: int, what: str
+    ) -> asyncio.DatagramTransport:
+        if not clashes:
+            clashes.append(port)
+            raise ConfigError(f"{what}: {host}:{port} is already in use (injected)")
+        return await real(factory, host, port, what)
+
+    monkeypatch.setattr(tcp_module, "listen_udp", clash_once)
+    server, datagrams = await tcp_module.listen_pair(Pending, _Quiet, "127.0.0.1", 0, "test")
+    assert server is not None and datagrams is not None
+    try:
+        port = tcp_module.listening_port(server)
+        assert datagrams.get_extra_info("sockname")[1] == port
+        assert clashes and clashes[0] != port
+    finally:
+        server.close()
+        datagrams.close()
+
+
+async def test_a_given_port_taken_for_udp_is_a_clear_error_and_frees_tcp() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        port = udp.getsockname()[1]
+        with pytest.raises(ConfigError, match="already in use"):
+            await tcp_module.listen_pair(Pending, _Quiet, "127.0.0.1", port, "test inbound")
+    with socket.create_server(("127.0.0.1", port)):  # the TCP side was let go
+        pass
