@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from elsewhere.codecs.decoy import DecoyContent, DecoySite, default_content
+from elsewhere.control.certs import self_signed
 from ports import free_port
 
 # Needs the Debian package nginx (listed in .ci/apt-packages); never skipped.
@@ -144,17 +145,49 @@ def _normal(response: bytes) -> bytes:
     return DATE.sub(b"Date: -\r\n", response)
 
 
+def certificate_files(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate and key for localhost, for nginx and elsewhere alike."""
+    cert, key, _ = self_signed(directory, ["localhost", "127.0.0.1"])
+    return cert, key
+
+
+@contextlib.contextmanager
+def running_tls_nginx(root: Path, files: tuple[Path, Path], directives: str) -> Iterator[int]:
+    """running_nginx on an `ssl` port: elsewhere's TLS versions (1.2 and 1.3; Debian's
+    nginx.conf also lists 1.0 and 1.1, which OpenSSL 3 refuses anyway), the certificate
+    `files`, and `directives` (timeouts) added to the server block. Yields the port."""
+    port = free_port()
+    plain_listen = f"listen 127.0.0.1:{port} default_server;"
+    config = CONFIG.format(dir=root, port=port)
+    assert plain_listen in config
+    tls = (
+        f"\n        ssl_certificate {files[0]};\n        ssl_certificate_key {files[1]};"
+        f"\n        ssl_protocols TLSv1.2 TLSv1.3;\n{directives}"
+    )
+    config = config.replace(plain_listen, f"listen 127.0.0.1:{port} ssl default_server;{tls}")
+    with running_nginx(root, config, port):
+        yield port
+
+
 @contextlib.contextmanager
 def running_nginx(root: Path, config: str, port: int) -> Iterator[None]:
     """nginx with `config` (CONFIG, formatted for `root` and `port`), serving the decoy's own
     files (same bytes, same mtimes) from root/site, until the block ends."""
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
     site = root / "site"
     site.mkdir()
     for path, file in default_content().files.items():
         target = site / path.lstrip("/")
         target.write_bytes(file.body)
         os.utime(target, (file.mtime, file.mtime))
+    with nginx_process(root, config, port):
+        yield
+
+
+@contextlib.contextmanager
+def nginx_process(root: Path, config: str, port: int) -> Iterator[None]:
+    """Debian's nginx run with `config` in `root` until the block ends; waits (bounded) until
+    it accepts on `port`."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
     conf = root / "nginx.conf"
     conf.write_text(config)
     log = root / "stdout.log"

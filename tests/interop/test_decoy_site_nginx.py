@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import shutil
 import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_decoy_nginx import CONFIG, TIMEOUT, Pair
+from test_decoy_nginx import CONFIG, TIMEOUT, Pair, nginx_process
 
 from elsewhere.codecs.decoy import DecoyContent
 from elsewhere.control.site import generate
@@ -29,32 +26,8 @@ pytestmark = pytest.mark.interop
 def nginx_serving(root: Path) -> Iterator[int]:
     """nginx with Debian's defaults (test_decoy_nginx.CONFIG) serving root/site as it is."""
     port = free_port()
-    conf = root / "nginx.conf"
-    conf.write_text(CONFIG.format(dir=root, port=port))
-    log = root / "stdout.log"
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [binary, "-c", str(conf), "-p", str(root), "-e", str(root / "error.log")],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"nginx exited: {log.read_text(errors='replace')}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"nginx never listened on {port}")
-                time.sleep(0.02)  # poll interval while nginx starts, not synchronisation
+    with nginx_process(root, CONFIG.format(dir=root, port=port), port):
         yield port
-    finally:
-        proc.kill()
-        proc.wait(timeout=TIMEOUT)
 
 
 @pytest.fixture(params=["first", "second", "third"])

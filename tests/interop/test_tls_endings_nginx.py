@@ -25,14 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_decoy_nginx import CONFIG, MORE, running_nginx
+from test_decoy_nginx import MORE, certificate_files, running_tls_nginx
 
 from elsewhere.codecs import decoy
 from elsewhere.codecs.decoy import DecoySite, default_content
 from elsewhere.config import from_mapping
-from elsewhere.control.certs import self_signed
 from elsewhere.engine import Engine
-from ports import free_port
 
 # Needs the Debian package nginx (listed in .ci/apt-packages); never skipped.
 # Timing is compared with nginx to 0.3 s: these run one after another on one worker, not beside
@@ -47,14 +45,11 @@ KEEPALIVE_TIMEOUT = 1.5
 SLACK = 0.3
 TIMEOUT = 5.0
 DATE = re.compile(rb"Date: [^\r\n]*\r\n")
-TLS_LINES = f"""
-        ssl_certificate {{cert}};
-        ssl_certificate_key {{key}};
-        ssl_protocols TLSv1.2 TLSv1.3;
-        lingering_timeout {round(LINGERING_TIMEOUT * 1000)}ms;
-        lingering_time {round(LINGERING_TIME * 1000)}ms;
-        keepalive_timeout {round(KEEPALIVE_TIMEOUT * 1000)}ms;
-"""
+DIRECTIVES = (
+    f"        lingering_timeout {round(LINGERING_TIMEOUT * 1000)}ms;\n"
+    f"        lingering_time {round(LINGERING_TIME * 1000)}ms;\n"
+    f"        keepalive_timeout {round(KEEPALIVE_TIMEOUT * 1000)}ms;\n"
+)
 H = b"Host: x\r\n"
 LATE_REQUEST = b"GET / HTTP/1.1\r\n" + H + b"\r\n"
 
@@ -201,21 +196,13 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    cert, key, _ = self_signed(tmp_path_factory.mktemp("cert"), ["localhost", "127.0.0.1"])
-    return cert, key
+    return certificate_files(tmp_path_factory.mktemp("cert"))
 
 
 @pytest.fixture(scope="module")
 def nginx(tmp_path_factory: pytest.TempPathFactory, tls_files: tuple[Path, Path]) -> Iterator[int]:
     """nginx's TLS port, serving test_decoy_nginx's site, with the short timeouts."""
-    root = tmp_path_factory.mktemp("nginx")
-    port = free_port()
-    plain_listen = f"listen 127.0.0.1:{port} default_server;"
-    config = CONFIG.format(dir=root, port=port)
-    assert plain_listen in config
-    tls = TLS_LINES.format(cert=tls_files[0], key=tls_files[1])
-    config = config.replace(plain_listen, f"listen 127.0.0.1:{port} ssl default_server;{tls}")
-    with running_nginx(root, config, port):
+    with running_tls_nginx(tmp_path_factory.mktemp("nginx"), tls_files, DIRECTIVES) as port:
         yield port
 
 

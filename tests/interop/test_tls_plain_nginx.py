@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_decoy_nginx import CONFIG, running_nginx, still_reads
+from test_decoy_nginx import certificate_files, running_tls_nginx, still_reads
 
 from elsewhere.config import from_mapping
-from elsewhere.control.certs import self_signed
 from elsewhere.engine import Engine
 from ports import free_port
 
@@ -44,12 +43,6 @@ LATE = 0.6
 DECIDE = 0.5
 START = 5.0
 DATE = re.compile(rb"Date: [^\r\n]*\r\n")
-TLS_LINES = """
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        ssl_protocols TLSv1.2 TLSv1.3;  # as elsewhere's, and Debian's less what OpenSSL 3 refuses
-        client_header_timeout {timeout}ms;
-"""
 
 
 @dataclass(frozen=True)
@@ -211,21 +204,17 @@ def _exchange(conn: socket.socket, probe: Probe, start: float) -> Seen:
 
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    cert, key, _ = self_signed(tmp_path_factory.mktemp("cert"), ["localhost", "127.0.0.1"])
-    return cert, key
+    return certificate_files(tmp_path_factory.mktemp("cert"))
 
 
 @pytest.fixture(scope="module")
 def nginx(tmp_path_factory: pytest.TempPathFactory, tls_files: tuple[Path, Path]) -> Iterator[int]:
     """nginx's TLS port, serving test_decoy_nginx's site, client_header_timeout SHORT."""
-    root = tmp_path_factory.mktemp("nginx")
-    port = free_port()
-    plain_listen = f"listen 127.0.0.1:{port} default_server;"
-    config = CONFIG.format(dir=root, port=port)
-    assert plain_listen in config
-    tls = TLS_LINES.format(cert=tls_files[0], key=tls_files[1], timeout=round(SHORT * 1000))
-    config = config.replace(plain_listen, f"listen 127.0.0.1:{port} ssl default_server;{tls}")
-    with running_nginx(root, config, port):
+    with running_tls_nginx(
+        tmp_path_factory.mktemp("nginx"),
+        tls_files,
+        f"        client_header_timeout {round(SHORT * 1000)}ms;\n",
+    ) as port:
         yield port
 
 
