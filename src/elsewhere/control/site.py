@@ -3,7 +3,9 @@ translator, somebody's notes) written once into the data directory and served by
 decoy (codecs.decoy, imitating nginx). No two servers show the same page: names, texts, page
 set, file names, markup, styling, favicon, sizes and dates are all drawn from os.urandom, so
 no page, size, ETag (nginx's is hex(mtime)-hex(size)) or Last-Modified found on one server
-finds the others. The texts and word lists are package data (data/site/)."""
+finds the others. The texts are package data (data/site/), and so public: each is a template
+with a choice every few words, composed anew for each site (_compose), so that no sentence a
+censor reads there finds our servers in a full-text index of web pages."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import json
 import math
 import os
 import random
+import re
 import secrets
 import shutil
 import struct
@@ -176,10 +179,14 @@ class _Builder:
             "number": str(rng.randint(1, 140)),
             "year": str(time.gmtime(self.start).tm_year - rng.randint(2, 14)),
             "word": rng.choice(self.kind["words"]) if self.kind["words"] else town,
+            "month": rng.choice(w["months"]),
+            "next_year": str(time.gmtime(self.last).tm_year + 1),
+            "price": str(rng.randint(7, 38) * 5 - rng.choice((0, 0, 1))),
+            "small_price": str(rng.randint(3, 18)),
         }
         ctx["trade_years"] = str(time.gmtime(self.now).tm_year - int(ctx["year"]))
         ctx["name"] = rng.choice(self.kind["names"]).format_map(ctx)
-        ctx["tagline"] = rng.choice(self.kind["taglines"]).format_map(ctx)
+        ctx["tagline"] = self._compose(rng.choice(self.kind["taglines"])).format_map(ctx)
         first_year, last_year = time.gmtime(self.start).tm_year, time.gmtime(self.last).tm_year
         ctx["years"] = (
             f"{first_year}&ndash;{last_year}"
@@ -189,14 +196,47 @@ class _Builder:
         return ctx
 
     def _text(self, template: str) -> str:
-        """A plain-text template filled in and escaped for HTML."""
-        return html.escape(template.format_map(self.ctx), quote=False)
+        """A plain-text template composed, filled in and escaped for HTML."""
+        return html.escape(self._compose(template).format_map(self.ctx), quote=False)
 
     def _markup(self, template: str) -> str:
-        """An HTML template filled in with escaped values."""
-        return template.format_map(
+        """An HTML template composed and filled in with escaped values."""
+        return self._compose(template).format_map(
             {k: v if k == "years" else html.escape(v) for k, v in self.ctx.items()}
         )
+
+    def _compose(self, template: str) -> str:
+        """One wording of a template: each `[a|b|c]` becomes one of its options (innermost
+        first; an empty option makes a clause optional), each `<<a|b|c>>` a list of its items
+        in any order ("b, c and a"), then each phrase of the thesaurus
+        (data/site/words.json "swap") becomes any phrase of its group. The texts are in our
+        public source, so a sentence copied verbatim would let a full-text search of HTTP
+        bodies find every server: with a choice every few words, no run of eight words is
+        likely to recur on another server. `{slots}` are left for format_map."""
+        rng = self.rng
+        text = template
+        while (found := _CHOICE.search(text)) is not None:  # innermost first
+            if found[1] is not None:
+                chosen = rng.choice(found[1].split("|"))
+            else:
+                items = found[2].split("|")
+                rng.shuffle(items)
+                last = rng.choice((" and ", ", and ")) if len(items) > 2 else " and "
+                chosen = ", ".join(items[:-1]) + last + items[-1]
+            text = text[: found.start()] + chosen + text[found.end() :]
+        swap, pattern = _thesaurus()
+
+        def replace(match: re.Match[str]) -> str:
+            old = match[0]
+            new = rng.choice(swap[old.lower()])
+            return new[:1].upper() + new[1:] if old[:1].isupper() else new
+
+        parts = _SLOT.split(text)  # thesaurus words inside {slots} are not words
+        parts[::2] = [pattern.sub(replace, part) for part in parts[::2]]
+        text = "".join(parts)
+        text = _ARTICLE.sub(_article, text)
+        text = _SENTENCE.sub(lambda m: m[0].upper(), text)  # a list may now lead
+        return _LOOSE.sub(r"\1", _SPACES.sub(" ", text)).strip()
 
     def _look(self) -> _Look:
         rng = self.rng
@@ -261,7 +301,7 @@ class _Builder:
                 body += [(2, f"<p>{self._text(text)}</p>"), (1, f"</{tag}>")]
             body.append((0, "</div>"))
             if rng.random() < 0.5:
-                hours = self._text(rng.choice(self.words["hours"]))
+                hours = self._hours()
                 body.append((0, f'<p class="{c["small"]}">{hours}</p>'))
         else:
             heading = self._text(
@@ -313,11 +353,47 @@ class _Builder:
         else:  # contact
             where = words["contact_i" if self.i else "contact_we"]
             body.append((0, f"<p>{self._text(rng.choice(where))}</p>"))
-            body.append((0, f"<p>{self._text(rng.choice(words['hours']))}</p>"))
+            body.append((0, f"<p>{self._hours()}</p>"))
             body.append(
                 (0, f'<p class="{c["small"]}">{self._text(rng.choice(words["contact_end"]))}</p>')
             )
         return body
+
+    def _hours(self) -> str:
+        """Opening hours: days, times, the way of writing them and the exceptions, each this
+        site's own."""
+        rng = self.rng
+        first, last = rng.randrange(3), rng.randrange(3, 6)
+        opens = rng.choice((7, 8, 8, 9, 9, 10)) * 60 + rng.choice((0, 0, 30, 15))
+        closes = rng.choice((15, 16, 17, 17, 18, 19)) * 60 + rng.choice((0, 0, 30))
+        style = rng.randrange(4)
+        dash = rng.choice(("\N{EN DASH}", "-", " to ", " till ", " until "))
+
+        def at(minutes: int) -> str:
+            h, m = divmod(minutes, 60)
+            if style < 2:
+                return f"{h:0{style + 1}d}:{m:02d}"
+            clock = f"{(h - 1) % 12 + 1}" + (f".{m:02d}" if m else "")
+            if style == 2:
+                clock += rng.choice((" am", "am")) if h < 12 else rng.choice((" pm", "pm"))
+            return clock
+
+        span = rng.choice((" to ", "\N{EN DASH}", " through ")).join((_DAYS[first], _DAYS[last]))
+        lead = rng.choice(("Open ", "Opening hours: ", "", "Hours: ", "Usually open "))
+        text = lead + span + rng.choice((", ", " ", ": ")) + f"{at(opens)}{dash}{at(closes)}."
+        extras = [
+            self._compose(template)
+            for template in self.words["hours_extra"]
+            if "{month}" not in template or rng.random() < 0.5
+        ]
+        if last < 5:
+            noon = rng.choice((12, 13, 14)) * 60
+            extras.append(
+                f"{_DAYS[last + 1]}s {at(opens + rng.choice((0, 60, 90)))}{dash}{at(noon)}."
+            )
+        chosen = rng.sample(extras, rng.randint(0, 2))
+        text = " ".join([text, *chosen]).format_map(self.ctx)
+        return html.escape(text[0].upper() + text[1:], quote=False)
 
     def _missing(self) -> bytes:
         words, rng = self.words, self.rng
@@ -760,6 +836,43 @@ def _png(size: int, rows: list[list[Pixel]]) -> bytes:
         + chunk(b"IDAT", zlib.compress(raw, 9))
         + chunk(b"IEND", b"")
     )
+
+
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_CHOICE = re.compile(r"\[((?:(?!<<|>>)[^\[\]])*)\]|<<((?:(?!<<|>>)[^\[\]])*)>>")
+_SLOT = re.compile(r"(\{[^{}]*\})")
+_SENTENCE = re.compile(r"(?:^|[.?!] )[a-z]")
+_LOOSE = re.compile(r" ([,.;:])")  # left by an empty option before punctuation
+_SPACES = re.compile(r"  +")
+_ARTICLE = re.compile(r"\b([Aa]n?) (\w+)")
+_VOWEL_SOUND = ("hour", "honest")
+_CONSONANT_SOUND = ("uni", "use", "usu", "one", "euro")
+
+
+def _article(match: re.Match[str]) -> str:
+    article, word = match[1], match[2]
+    lower = word.lower()
+    vowel = (lower[0] in "aeiou" or lower.startswith(_VOWEL_SOUND)) and not lower.startswith(
+        _CONSONANT_SOUND
+    )
+    if vowel and not word[0].isdigit():
+        return f"{article[0]}n {word}"
+    return f"{article[0]} {word}"
+
+
+@functools.lru_cache(maxsize=1)
+def _thesaurus() -> tuple[dict[str, list[str]], re.Pattern[str]]:
+    """Phrase -> the phrases it may become (its group), and a pattern finding any of them,
+    longest first, as whole words."""
+    swap: dict[str, list[str]] = {}
+    for group in _data()[0]["swap"]:
+        for phrase in group:
+            swap[phrase.lower()] = group
+    phrases = sorted(swap, key=len, reverse=True)
+    pattern = re.compile(
+        r"(?<![\w'-])(?:" + "|".join(map(re.escape, phrases)) + r")(?![\w'-])", re.I
+    )
+    return swap, pattern
 
 
 @functools.lru_cache(maxsize=1)

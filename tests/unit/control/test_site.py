@@ -4,10 +4,12 @@ the site is written once and then left alone."""
 
 from __future__ import annotations
 
+import html
 import random
 import re
 import struct
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -145,3 +147,70 @@ def test_a_failed_first_write_leaves_nothing_to_be_kept(
     monkeypatch.undo()
     directory, created = ensure_site(tmp_path)
     assert created and (directory / "index.html").read_bytes() != b"half"
+
+
+# The texts are in our public source: a sentence copied verbatim onto every site would let a
+# full-text search of HTTP bodies (Censys, Shodan) list every server. Each run of eight words
+# should be this site's own, short of chance.
+
+SHINGLE = 8
+SITES = 50
+# A run of eight words may recur on at most this many of the 50 sites (8%): the eight kinds of
+# site share their subjects, so about six sites tell of the same bakery or piano tuner, and
+# an eight-word search that finds a few of every hundred servers, among the many real sites
+# that say the same, is not a list of servers. The text started at 14 of 50.
+MOST_SITES_PER_SHINGLE = 4
+# Runs that are no one's in particular, and so no sign of us.
+BOILERPLATE = ("all rights reserved", "text and pictures")
+
+
+def visible_texts(body: bytes) -> list[str]:
+    """The texts a visitor reads, as a search index would take them: each run between two
+    tags other than links, outside <head>, in one line."""
+    text = re.sub(r"<head>.*?</head>", " ", body.decode(), flags=re.S)
+    text = re.sub(r"</?a\b[^>]*>", "", text)
+    return [" ".join(html.unescape(part).split()) for part in re.split(r"<[^>]+>", text)]
+
+
+def shingles(files: dict[str, tuple[bytes, int]]) -> set[str]:
+    out = set()
+    for name, (body, _) in files.items():
+        if not name.endswith(".html"):
+            continue
+        for text in visible_texts(body):
+            words = [w for w in re.sub(r"[^\w' -]", " ", text.lower()).split() if w]
+            for i in range(len(words) - SHINGLE + 1):
+                run = " ".join(words[i : i + SHINGLE])
+                if not any(phrase in run for phrase in BOILERPLATE):
+                    out.add(run)
+    return out
+
+
+def test_no_run_of_eight_words_recurs_on_more_than_a_few_sites() -> None:
+    now = time.time()
+    sites = Counter[str]()
+    for seed in range(SITES):
+        sites.update(shingles(build(random.Random(seed), now)))
+    ((run, count),) = sites.most_common(1)
+    assert count <= MOST_SITES_PER_SHINGLE, (run, count)
+
+
+def test_composed_texts_read_as_plain_english() -> None:
+    now = time.time()
+    faults = re.compile(
+        r"[{}\[\]|<>]|  |\s[,.;:!?]|[,;:]{2}|\.\.|,\.|\b(\w+) \1\b"
+        r"|\ban (?!hour|honest)[b-df-hj-np-tv-z]|\ba (?!uni|use|usu|one|euro)[aeiou]",
+        re.I,
+    )
+    for seed in range(SITES):
+        files = build(random.Random(seed), now)
+        for name, (body, _) in files.items():
+            if not name.endswith(".html"):
+                continue
+            for line in body.decode().splitlines():
+                assert "  " not in line.strip(), (seed, name, line)
+            for text in visible_texts(body):
+                found = faults.search(text)
+                assert found is None, (seed, name, text, found)
+                if text.endswith((".", "?")) and text[0].isalpha():
+                    assert text[0].isupper(), (seed, name, text)
