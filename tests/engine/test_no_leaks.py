@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 import uvloop
-from tls_helpers import make_cert
+from test_tls_inbound import PASSWORD, UUID, server_config
 
 from elsewhere.codecs import trojan, vless, websocket
 from elsewhere.codecs.address import decode_address, encode_address
@@ -56,9 +56,7 @@ N = 16  # connections of each kind
 SS_METHOD = "chacha20-ietf-poly1305"
 SS_PASSWORD = "leave-nothing-behind"
 SS2022_METHOD = "2022-blake3-aes-128-gcm"
-UUID = "b831381d-6324-4d53-ad4f-8cda48b30811"
 WRONG_UUID = "00000000-0000-4000-8000-000000000000"
-PASSWORD = "trojan-secret"
 WS_PATH, HU_PATH = "/ws-secret", "/hu-secret"
 UPSTREAM_PAGE = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\nfallback!"
 
@@ -819,28 +817,16 @@ def tls_mix(mix: Mix, port: int, far: Far) -> None:
 
 
 def tls_config(tmp: Path, fallback: str) -> dict[str, Any]:
-    cert, key = make_cert(tmp)
-    return {
-        "inbounds": [
-            {
-                "type": "tls",
-                "listen": "127.0.0.1",
-                "port": 0,
-                "cert": str(cert),
-                "key": str(key),
-                "trojan": [{"id": "tom", "password": PASSWORD}],
-                "vless": [{"id": "vera", "uuid": UUID}],
-                "websocket": {"path": WS_PATH},
-                "httpupgrade": {"path": HU_PATH},
-                "fallback": fallback,
-                "decide_timeout": DECIDE,
-                "client_header_timeout": HEAD_TIMEOUT,
-                "udp_timeout": UDP_TIMEOUT,
-            }
-        ],
-        "outbounds": [{"type": "direct", "private": "allow"}],
-        "timeouts": {"idle": IDLE},
+    """test_tls_inbound's server (its users and paths) with this module's short timeouts."""
+    config = server_config(tmp, 1)
+    config["inbounds"][0] |= {
+        "fallback": fallback,
+        "decide_timeout": DECIDE,
+        "client_header_timeout": HEAD_TIMEOUT,
+        "udp_timeout": UDP_TIMEOUT,
     }
+    config["timeouts"] = {"idle": IDLE}
+    return config
 
 
 @pytest.mark.parametrize("fallback", ["decoy", "upstream"])
