@@ -115,6 +115,22 @@ def exchange(lab: Lab, port: int, payload: bytes, timeout: float = 1.0) -> bytes
         return None
 
 
+def sent_unanswered(lab: Lab, port: int, payload: bytes, wait: float = 1.0) -> bool:
+    """Was `payload` sent on an established connection and then met no reply for `wait`
+    seconds? A data block, told apart from a connection that never came up: that would pass
+    exchange() is None without the censor having seen the payload at all (a SYN delayed past
+    the timeout on a loaded machine)."""
+    with lab.connect("client", plan.SERVER, port, timeout=5.0) as sock:
+        sock.sendall(payload)
+        sock.settimeout(wait)
+        try:
+            return sock.recv(READ_SIZE) == b""  # closed without a reply counts as unanswered
+        except TimeoutError:
+            return True
+        except OSError:  # reset
+            return True
+
+
 def echoed(lab: Lab, port: int, payload: bytes, timeout: float = 5.0) -> bool:
     """Does an echo on the server's `port` send `payload` back whole? For flows that must
     pass: the echo may come in more than one segment, and a loaded machine (the censor sees

@@ -14,6 +14,7 @@ from lab_doubles import (
     echoed,
     encrypted_looking,
     exchange,
+    sent_unanswered,
     socks_exchange,
 )
 
@@ -55,11 +56,12 @@ def test_shadowsocks_libev_without_a_prefix_is_blocked_at_about_the_gfw_rate(
 def test_after_a_block_the_server_port_stays_blocked_and_other_ports_do_not(
     lab: Lab, censor: CensorStarter
 ) -> None:
-    censor("fet_gfw", fet_probability=1.0, fet_residual_seconds=60.0)
+    running = censor("fet_gfw", fet_probability=1.0, fet_residual_seconds=60.0)
     payload = encrypted_looking(random.Random(11))
     with TcpDouble(lab, 9101, echo), TcpDouble(lab, 9102, echo):
-        assert exchange(lab, 9101, payload) is None  # the first encrypted packet: blocked
-        assert exchange(lab, 9101, b"GET / HTTP/1.1\r\n\r\n") is None  # residual: even this
+        assert sent_unanswered(lab, 9101, payload)  # the first encrypted packet: blocked
+        residual = exchange(lab, 9101, b"GET / HTTP/1.1\r\n\r\n")  # residual: even this
+        assert residual is None, running.events()
         assert echoed(lab, 9102, b"GET / HTTP/1.1\r\n\r\n")
 
 
