@@ -148,6 +148,17 @@ def test_fet_blocks_a_share_of_encrypted_first_packets_and_then_the_server_port(
     assert not blocks(tcp_open(e, plan.SERVER, 8388, sport=40003, now=181))  # expired
 
 
+def test_a_retransmitted_syn_to_a_blocked_server_is_blocked_too() -> None:
+    """The blocked SYN is dropped before the kernel confirms its connection, so no connmark
+    holds the block: the client's retry (same 4-tuple, same sequence) must be judged again."""
+    e = engine("fet_gfw", fet_probability=1.0, fet_residual_seconds=180.0)
+    tcp_open(e, plan.SERVER, 8388)
+    assert blocks(tcp_data(e, plan.SERVER, 8388, encrypted_looking(random.Random(6))))
+    assert blocks(tcp_open(e, plan.SERVER, 8388, sport=40001, now=10))
+    assert blocks(tcp_open(e, plan.SERVER, 8388, sport=40001, now=11))  # its retransmission
+    assert blocks(tcp_open(e, plan.SERVER, 8388, sport=40001, now=13))  # and the next one
+
+
 def test_fet_ignores_a_connection_it_did_not_see_open() -> None:
     e = engine("fet_gfw", fet_probability=1.0)
     assert tcp_data(e, plan.SERVER, 8388, encrypted_looking(random.Random(5))).kind == "accept"

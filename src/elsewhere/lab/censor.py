@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from elsewhere.lab import prober
 from elsewhere.lab.errors import LabError
 from elsewhere.lab.flows import Endpoint, Flow, FlowTable
-from elsewhere.lab.packet import parse
+from elsewhere.lab.packet import TCP_ACK, TCP_SYN, Packet, parse
 from elsewhere.lab.policy import CensorConfig
 from elsewhere.lab.techniques import (
     MARK_BLOCK,
@@ -147,7 +147,11 @@ class CensorEngine:
         if packet is None:
             return ACCEPT
         flow, upstream = self.flows.track(packet, now)
-        if upstream and flow.upstream_packets == 1:
+        # A flow's first packet meets the server blocks, and so does a retransmitted SYN: the
+        # blocked SYN was dropped before its conntrack entry was confirmed, so the connmark
+        # that drops the rest of a blocked flow never existed, and the client's retry (1 s
+        # later) comes back here as packet 2 of the same flow.
+        if upstream and (flow.upstream_packets == 1 or _bare_syn(packet)):
             block = self._server_block(flow)
             if block is not None:
                 decision = Decision(block.technique, Action.BLOCK, block.reason)
@@ -219,6 +223,10 @@ class CensorEngine:
 
     def _log(self, event: str, **fields: Any) -> None:
         self.events.append({"t": round(self.clock(), 3), "event": event, **fields})
+
+
+def _bare_syn(packet: Packet) -> bool:
+    return packet.is_tcp and packet.flags & (TCP_SYN | TCP_ACK) == TCP_SYN
 
 
 # -- the kernel side -----------------------------------------------------------------------
