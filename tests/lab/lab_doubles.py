@@ -13,6 +13,7 @@ from collections.abc import Callable
 from elsewhere.codecs.address import encode_address
 from elsewhere.lab import plan
 from elsewhere.lab.censor import CensorProcess
+from elsewhere.lab.plan import Role
 from elsewhere.lab.techniques.fet_gfw import exemption
 from elsewhere.lab.topology import Lab
 from elsewhere.session import Destination
@@ -25,14 +26,18 @@ READ_SIZE = 65536
 
 
 class TcpDouble:
-    """Listens on plan.SERVER:port inside `server`; each connection gets `handler` in a thread."""
+    """Listens on plan.SERVER:port inside `server` (or on `address` inside `role`); each
+    connection gets `handler` in a thread."""
 
-    def __init__(self, lab: Lab, port: int, handler: Handler) -> None:
+    def __init__(
+        self, lab: Lab, port: int, handler: Handler, *, role: Role = "server",
+        address: str = plan.SERVER,
+    ) -> None:
         self.port = port
         self.handler = handler
-        self.listener = lab.socket("server")
+        self.listener = lab.socket(role)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((plan.SERVER, port))
+        self.listener.bind((address, port))
         self.listener.listen(128)
         self.connections: list[socket.socket] = []
         self.accepted = 0

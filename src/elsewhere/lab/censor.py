@@ -4,7 +4,8 @@ flow through NFQUEUE and lets its switched-on techniques decide about them.
 Only the first `queue_window` packets of a connection are queued (iptables `connbytes`), so bulk
 traffic stays in the kernel. Verdicts go back as packet marks that the CENSOR chain saves on the
 connection: a blocked flow is dropped (or reset) in the kernel from then on. Every decision is
-written as a JSON line to the event log, which tests and the survival matrix read.
+written as a JSON line to the event log, which tests and the survival matrix read, beside one
+"flow" line per flow that crosses the censor (the flow log).
 
     python -m elsewhere.lab.censor --techniques sni_block,fet_gfw --seed 1 --log events.jsonl
 
@@ -147,6 +148,11 @@ class CensorEngine:
         if packet is None:
             return ACCEPT
         flow, upstream = self.flows.track(packet, now)
+        if "flow" not in flow.logged:
+            # The flow log: every connection and datagram flow that crosses the censor, once.
+            flow.logged.add("flow")
+            self._log("flow", flow=flow.describe(), source=endpoint_text(flow.client),
+                      destination=endpoint_text(flow.server), opened=flow.opens_here)
         # A flow's first packet meets the server blocks, and so does a retransmitted SYN: the
         # blocked SYN was dropped before its conntrack entry was confirmed, so the connmark
         # that drops the rest of a blocked flow never existed, and the client's retry (1 s
@@ -399,6 +405,10 @@ class CensorProcess:
         except FileNotFoundError:
             return []
         return [json.loads(line) for line in text.splitlines() if line.endswith("}")]
+
+    def flows(self) -> list[Event]:
+        """The flow log: one event per flow that crossed the censor (source, destination)."""
+        return [e for e in self.events() if e["event"] == "flow"]
 
     def decisions(self, technique: str | None = None) -> list[Event]:
         return [e for e in self.events() if e["event"] == "decision"

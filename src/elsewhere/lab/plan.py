@@ -5,7 +5,13 @@ Every address lives in 10.77.0.0/16 and exists only inside the lab's own network
 several labs can run side by side (pytest-xdist) with the very same plan.
 
     client .1.2 ── .1.1 censor .2.1 ── .2.2 internet .3.1 ── .3.2 server   (10.77.x.y)
-                                           │ sites and DNS on its loopback
+                     .200.1 │                 │ .4.1   sites and DNS on its loopback
+                     .200.2 domestic .4.2 ────┘
+
+`domestic` is a machine in a data centre inside the censored country (a VPN relay, a CDN's
+edge): its address is domestic, so it is on the censor's allowlist and outside foreign hosting;
+the client reaches it through the censor, and it reaches the world abroad over its own uplink,
+which the censor does not sit on (a domestic DC's transit is not a mobile operator's TSPU).
 """
 
 from __future__ import annotations
@@ -15,8 +21,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-Role = Literal["client", "censor", "internet", "server"]
-ROLES: tuple[Role, ...] = ("client", "censor", "internet", "server")
+Role = Literal["client", "censor", "internet", "server", "domestic"]
+ROLES: tuple[Role, ...] = ("client", "censor", "internet", "server", "domestic")
 
 CLIENT = "10.77.1.2"
 CENSOR_INSIDE = "10.77.1.1"  # the client's gateway
@@ -25,6 +31,15 @@ INTERNET_FROM_CENSOR = "10.77.2.2"
 INTERNET_FROM_SERVER = "10.77.3.1"
 SERVER = "10.77.3.2"  # the VPS abroad where a VPN server runs
 PREFIX_LEN = 24
+# The domestic host: its public address sits on a small link of its own inside DOMESTIC (the
+# rest of that network is the domestic sites' on the internet's loopback), and its uplink.
+DOMESTIC_HOST = "10.77.200.2"  # what users inside the country connect to
+CENSOR_TO_DOMESTIC = "10.77.200.1"
+DOMESTIC_HOST_NETWORK = "10.77.200.0/30"
+DOMESTIC_HOST_PREFIX_LEN = 30
+DOMESTIC_UPLINK = "10.77.4.2"  # its address towards the world: what a server abroad sees
+INTERNET_FROM_DOMESTIC = "10.77.4.1"
+CLIENT_NETWORK = "10.77.1.0/24"
 
 DNS = "10.77.100.53"  # a public resolver abroad: queries to it cross the censor
 SINKHOLE = "10.77.254.1"  # where forged DNS answers point; the internet says "unreachable"

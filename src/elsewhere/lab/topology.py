@@ -1,8 +1,9 @@
-"""The lab's network: four namespaces (client, censor, internet, server) joined by veth pairs,
-addressed and routed as `plan` says, with the test sites running in `internet`. Built and torn
-down by the code itself with `ip`; every process it starts is tracked by PID and ended on
-teardown, which runs on success, on failure, on Ctrl-C (KeyboardInterrupt), on SIGTERM and at
-interpreter exit.
+"""The lab's network: five namespaces (client, censor, internet, server, domestic) joined by
+veth pairs, addressed and routed as `plan` says, with the test sites running in `internet`.
+`domestic` is a general host inside the country (a relay, a CDN edge), not any one tool's.
+Built and torn down by the code itself with `ip`; every process it starts is tracked by PID
+and ended on teardown, which runs on success, on failure, on Ctrl-C (KeyboardInterrupt), on
+SIGTERM and at interpreter exit.
 
     with Lab() as lab:
         lab.run("client", ["curl", "https://bank.test/"])
@@ -26,6 +27,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
+from typing import NamedTuple
 
 from elsewhere.lab import plan, sites
 from elsewhere.lab.errors import LabError
@@ -46,26 +48,53 @@ _live: set[Lab] = set()
 _live_lock = threading.Lock()
 _handlers_installed = False
 
-# The veth pairs: (namespace, interface, address) on each end.
-LINKS: tuple[tuple[tuple[Role, str, str], tuple[Role, str, str]], ...] = (
-    (("client", "to-censor", plan.CLIENT), ("censor", "to-client", plan.CENSOR_INSIDE)),
+class End(NamedTuple):
+    """One end of a veth pair: the namespace, the interface's name there, its address."""
+
+    role: Role
+    interface: str
+    address: str
+    prefix_len: int = plan.PREFIX_LEN
+
+
+# The veth pairs.
+LINKS: tuple[tuple[End, End], ...] = (
+    (End("client", "to-censor", plan.CLIENT), End("censor", "to-client", plan.CENSOR_INSIDE)),
     (
-        ("censor", "to-internet", plan.CENSOR_OUTSIDE),
-        ("internet", "to-censor", plan.INTERNET_FROM_CENSOR),
+        End("censor", "to-internet", plan.CENSOR_OUTSIDE),
+        End("internet", "to-censor", plan.INTERNET_FROM_CENSOR),
     ),
-    (("internet", "to-server", plan.INTERNET_FROM_SERVER), ("server", "to-internet", plan.SERVER)),
+    (
+        End("internet", "to-server", plan.INTERNET_FROM_SERVER),
+        End("server", "to-internet", plan.SERVER),
+    ),
+    (
+        End("censor", "to-domestic", plan.CENSOR_TO_DOMESTIC, plan.DOMESTIC_HOST_PREFIX_LEN),
+        End("domestic", "to-censor", plan.DOMESTIC_HOST, plan.DOMESTIC_HOST_PREFIX_LEN),
+    ),
+    (
+        End("domestic", "to-internet", plan.DOMESTIC_UPLINK),
+        End("internet", "to-domestic", plan.INTERNET_FROM_DOMESTIC),
+    ),
 )
 ROUTES: dict[Role, tuple[str, ...]] = {
     "client": (f"route add default via {plan.CENSOR_INSIDE}",),
     "censor": (f"route add default via {plan.INTERNET_FROM_CENSOR}",),
     "internet": (
-        f"route add 10.77.1.0/{plan.PREFIX_LEN} via {plan.CENSOR_OUTSIDE}",
+        f"route add {plan.CLIENT_NETWORK} via {plan.CENSOR_OUTSIDE}",
+        f"route add {plan.DOMESTIC_HOST_NETWORK} via {plan.DOMESTIC_UPLINK}",
         f"route add unreachable {plan.SINKHOLE_NETWORK}",
     ),
     "server": (f"route add default via {plan.INTERNET_FROM_SERVER}",),
+    # Users inside the country come (and are answered) through the censor; everything else
+    # leaves over the uplink, which no censor sits on.
+    "domestic": (
+        f"route add {plan.CLIENT_NETWORK} via {plan.CENSOR_TO_DOMESTIC}",
+        f"route add default via {plan.INTERNET_FROM_DOMESTIC}",
+    ),
 }
 FORWARDING: tuple[Role, ...] = ("censor", "internet")
-RESOLVER_USERS: tuple[Role, ...] = ("client", "server")
+RESOLVER_USERS: tuple[Role, ...] = ("client", "server", "domestic")
 RESOLV_CONF = f"nameserver {plan.DNS}\noptions timeout:1 attempts:2\n"
 
 
@@ -180,10 +209,10 @@ class Lab:
 
     def _create_namespaces(self) -> None:
         commands = [f"netns add {self.ns(role)}" for role in plan.ROLES]
-        for (role_a, if_a, _), (role_b, if_b, _) in LINKS:
+        for a, b in LINKS:
             commands.append(
-                f"link add {if_a} netns {self.ns(role_a)} type veth "
-                f"peer name {if_b} netns {self.ns(role_b)}"
+                f"link add {a.interface} netns {self.ns(a.role)} type veth "
+                f"peer name {b.interface} netns {self.ns(b.role)}"
             )
         # Recorded before the batch runs so a half-built lab is still torn down.
         self._namespaces = [self.ns(role) for role in plan.ROLES]
@@ -192,10 +221,9 @@ class Lab:
     def _configure_namespaces(self) -> None:
         per_role: dict[Role, list[str]] = {role: ["link set lo up"] for role in plan.ROLES}
         for end in (end for link in LINKS for end in link):
-            role, interface, address = end
-            per_role[role] += [
-                f"addr add {address}/{plan.PREFIX_LEN} dev {interface}",
-                f"link set {interface} up",
+            per_role[end.role] += [
+                f"addr add {end.address}/{end.prefix_len} dev {end.interface}",
+                f"link set {end.interface} up",
             ]
         for site in plan.SITES:
             per_role["internet"].append(f"addr add {site.address}/32 dev lo")
