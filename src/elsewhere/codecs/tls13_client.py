@@ -127,6 +127,10 @@ class TlsError(ProtocolError):
         self.alert = alert
 
 
+class CertificateRefused(TlsError):
+    """The server's certificate did not pass the CertificateCheck."""
+
+
 class AlertReceived(TlsError):
     """The server sent a fatal alert (or a warning other than close_notify)."""
 
@@ -717,7 +721,7 @@ class Tls13Client:
         try:
             self.check.check(chain, self._now)
         except CertificateError as exc:
-            raise TlsError(str(exc), exc.alert) from None
+            raise CertificateRefused(str(exc), exc.alert) from None
         self._certificates = tuple(chain)
 
     def _certificate_verify(self, body: bytes) -> None:

@@ -26,6 +26,7 @@ from cryptography.x509.verification import Store
 
 from elsewhere.codecs import client_hellos
 from elsewhere.codecs.tls13_client import (
+    CertificateRefused,
     DataReceived,
     HandshakeDone,
     HelloFinisher,
@@ -36,7 +37,6 @@ from elsewhere.codecs.tls13_client import (
 from elsewhere.codecs.tls13_trust import (
     AnyCertificate,
     CertificateCheck,
-    CertificateError,
     ChainCheck,
     PinCheck,
 )
@@ -193,10 +193,9 @@ class Tls13Layer(Layer):
 
 
 def _as_ssl_error(exc: TlsError) -> ssl.SSLError:
-    cause = exc.__cause__ or exc.__context__
     message = str(exc)
-    if isinstance(cause, CertificateError) or "certificate" in message:
-        if "pin" in message:
+    if isinstance(exc, CertificateRefused):
+        if "does not match the pin" in message:
             return PinMismatchError(message)
         return ssl.SSLCertVerificationError(message)
     return ssl.SSLError(message)
