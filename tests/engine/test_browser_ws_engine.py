@@ -19,7 +19,8 @@ from tls_helpers import make_cert
 from elsewhere.config import from_mapping
 from elsewhere.engine import Engine
 from elsewhere.transports.browser_ws import BrowserWebSocket
-from elsewhere.transports.dial import StreamSettings, dial
+from elsewhere.transports.dial import dial
+from elsewhere.transports.settings import StreamSettings
 from elsewhere.transports.tls import PinMismatchError, certificate_pin, server_context
 
 PAYLOAD = 3 << 20

@@ -15,7 +15,8 @@ from test_tls_inbound import PASSWORD, UUID, echo_server, fallback_server, serve
 
 from elsewhere.config import from_mapping
 from elsewhere.engine import Engine
-from elsewhere.transports.dial import StreamSettings, dial
+from elsewhere.transports.dial import dial
+from elsewhere.transports.settings import StreamSettings
 from elsewhere.transports.tls import certificate_pin
 
 CARRIERS = {

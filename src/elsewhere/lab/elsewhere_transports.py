@@ -35,7 +35,7 @@ from elsewhere.lab.techniques.fingerprint import SNI_LENGTHS, python_fingerprint
 from elsewhere.lab.topology import Lab, LabProcess
 from elsewhere.lab.transport import Route, Transport
 from elsewhere.session import Destination
-from elsewhere.transports.dial import StreamSettings
+from elsewhere.transports.settings import StreamSettings
 from elsewhere.transports.tls import certificate_pin
 
 START_TIMEOUT = 10.0

@@ -10,8 +10,9 @@ from typing import Any
 from elsewhere.errors import ProtocolError
 from elsewhere.outbounds.base import DatagramReceiver
 from elsewhere.session import Destination
-from elsewhere.transports.dial import StreamSettings, dial
+from elsewhere.transports.dial import dial
 from elsewhere.transports.layer import HeaderLayer, Layer, stack
+from elsewhere.transports.settings import StreamSettings
 
 HEADER_WAIT = 0.01
 

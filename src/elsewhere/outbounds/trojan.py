@@ -12,7 +12,7 @@ from elsewhere.errors import ConfigError
 from elsewhere.outbounds.base import DatagramReceiver, register
 from elsewhere.outbounds.streamed import StreamDatagramFlow, open_stream
 from elsewhere.session import Destination, Session
-from elsewhere.transports.dial import StreamSettings
+from elsewhere.transports.settings import StreamSettings
 
 # UDP ASSOCIATE's own address field is not used by servers; trojan-gfw clients send 0.0.0.0:0
 UDP_PLACEHOLDER = Destination("0.0.0.0", 0)

@@ -13,8 +13,8 @@ from elsewhere.errors import ConfigError, ProtocolError
 from elsewhere.outbounds.base import DatagramReceiver, register
 from elsewhere.outbounds.streamed import StreamDatagramFlow, open_stream
 from elsewhere.session import Destination, Session
-from elsewhere.transports.dial import StreamSettings
 from elsewhere.transports.layer import Layer
+from elsewhere.transports.settings import StreamSettings
 
 
 class ResponseLayer(Layer):

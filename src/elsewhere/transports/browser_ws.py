@@ -41,7 +41,7 @@ from elsewhere.transports.tls import PinMismatchError, certificate_pin, parse_pi
 from elsewhere.transports.websocket import MAX_FRAME
 
 if TYPE_CHECKING:
-    from elsewhere.transports.dial import StreamSettings
+    from elsewhere.transports.settings import StreamSettings
 
 log = logging.getLogger("elsewhere.transports")
 

@@ -1,5 +1,6 @@
 """TCP sockets: listening, with one place that turns "address in use" and friends into a line
-a person can act on; and connecting with a deadline at the cost of one timer."""
+a person can act on; connecting with a deadline at the cost of one timer; and `tcp`, the bottom
+layer of every client stack (transports.registry)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,14 @@ import errno
 import socket
 from collections.abc import Callable
 from ssl import SSLContext
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from elsewhere.errors import ConfigError
+from elsewhere.transports.layer import Layer
+from elsewhere.transports.registry import Transport, register
+
+if TYPE_CHECKING:
+    from elsewhere.transports.settings import StreamSettings
 
 BACKLOG = 1024
 TLS_HANDSHAKE_TIMEOUT = 60.0  # nginx: client_header_timeout covers the TLS handshake
@@ -142,3 +148,16 @@ def _explain(exc: OSError, host: str, port: int, what: str) -> str:
 def listening_port(server: asyncio.Server) -> int:
     """The port a server bound to (useful when it was asked for port 0)."""
     return int(server.sockets[0].getsockname()[1])
+
+
+# the bottom of a client stack (transports.registry)
+
+
+async def dial_tcp(lower: Layer | None, settings: StreamSettings, host: str, port: int) -> Layer:
+    """A TCP connection, as a pass-through Layer the layers above stack on."""
+    base = Layer()
+    await asyncio.get_running_loop().create_connection(lambda: base, host, port)
+    return base
+
+
+register(Transport("tcp", dial_tcp, role="base"))

@@ -23,10 +23,11 @@ import pytest
 from elsewhere.codecs import websocket
 from elsewhere.control.certs import self_signed
 from elsewhere.errors import ConfigError
-from elsewhere.transports import dial as dial_module
+from elsewhere.transports import browser as browser_module
 from elsewhere.transports.browser_ws import BrowserWebSocket
-from elsewhere.transports.dial import StreamSettings, dial
+from elsewhere.transports.dial import dial
 from elsewhere.transports.layer import Pending
+from elsewhere.transports.settings import StreamSettings
 from elsewhere.transports.tls import server_context
 from elsewhere.transports.websocket import WebSocketLayer
 
@@ -191,13 +192,13 @@ async def test_without_curl_cffi_the_stdlib_hello_goes_out_with_one_warning(
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_curl_cffi)
-    dial_module._browser_dialer.cache_clear()
+    browser_module.browser_dialer.cache_clear()
     try:
         with caplog.at_level(logging.WARNING, logger="elsewhere.transports"):
             first = parse_hello(await hello_of(CHROME))
             second = parse_hello(await hello_of(CHROME))
     finally:
-        dial_module._browser_dialer.cache_clear()
+        browser_module.browser_dialer.cache_clear()
     python = ja4(parse_hello(stdlib_hello(CHROME)))
     assert ja4(first) == ja4(second) == python
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
