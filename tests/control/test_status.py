@@ -56,7 +56,7 @@ def test_clock_suspicion_reaches_the_status_line() -> None:
 def test_first_run_ports_are_free_for_tcp_and_udp() -> None:
     import socket
 
-    from elsewhere.control.roles import random_port
+    from elsewhere.protocols.base import random_port
 
     for _ in range(20):
         port = random_port()

@@ -16,7 +16,9 @@ from typing import Any
 
 from elsewhere import __version__
 from elsewhere.config import load
+from elsewhere.control.links import schemes
 from elsewhere.errors import ConfigError
+from elsewhere.protocols.base import protocols, server_inbounds
 
 log = logging.getLogger("elsewhere")
 
@@ -131,8 +133,11 @@ def cmd_server(args: argparse.Namespace) -> int:
             args.port,
             args.host,
             args.listen,
-            port_ss2022=args.port_2022,
-            port_tls=args.port_tls,
+            ports={
+                inbound.port_setting: getattr(args, inbound.port_setting)
+                for inbound in server_inbounds().values()
+                if inbound.port_setting != "port"
+            },
             data=directory,
             cert=files,
             domain=args.domain,
@@ -324,13 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("run", cmd_run, "run the engine from a TOML config file")
     p.add_argument("--config", "-c", required=True, help="path of the config file")
 
-    p = add("server", cmd_server, "run a server: Shadowsocks for every key in the store")
+    p = add("server", cmd_server, "run a server for every key in the store")
     data_dir(p)
-    p.add_argument("--port", type=int, help="port to listen on (remembered; first run picks one)")
+    for inbound in server_inbounds().values():
+        p.add_argument(inbound.flag, dest=inbound.port_setting, type=int, help=inbound.help)
     p.add_argument("--host", help="address or name clients use to reach this server (remembered)")
     p.add_argument("--listen", help="local address to bind (default 0.0.0.0, remembered)")
-    p.add_argument("--port-2022", type=int, help="Shadowsocks 2022 port (remembered)")
-    p.add_argument("--port-tls", type=int, help="Trojan/VLESS TLS port (remembered; 443 as root)")
     p.add_argument("--cert", help="TLS certificate chain file (fullchain.pem)")
     p.add_argument("--key", help="TLS private key file (privkey.pem)")
     p.add_argument(
@@ -361,16 +365,15 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     p = add("add", cmd_keys_add, "create a key and print its link and QR code", keys_sub)
     p.add_argument("name", help="who the key is for")
+    known = protocols()
     p.add_argument(
         "--protocol",
-        choices=["ss", "ss2022", "trojan", "vless"],
-        help="ss: Shadowsocks, for Outline and every Shadowsocks app (default); ss2022: "
-        "Shadowsocks 2022; trojan, vless: over TLS, for v2rayNG, Hiddify, sing-box, Shadowrocket",
+        choices=list(known),
+        help="; ".join(f"{name}: {kind.help}" for name, kind in known.items()),
     )
     p.add_argument(
         "--method",
-        help="ss: chacha20-ietf-poly1305 (default), aes-256-gcm, aes-128-gcm, or a "
-        "2022-blake3-… method; trojan/vless: tcp (default) or ws",
+        help="; ".join(f"{name}: {kind.method_help}" for name, kind in known.items()),
     )
     p.add_argument("--limit", help="data limit, e.g. 50GB (default: none)")
     p.add_argument("--no-qr", action="store_true", help="print only the link")
@@ -391,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir(p)
 
     p = add("client", cmd_client, "connect with an access key and open a local proxy port")
-    p.add_argument("key", help="access key: ss://…, trojan://… or vless://…")
+    p.add_argument("key", help=f"access key: {' or '.join(f'{s}://…' for s in schemes())}")
     p.add_argument("--listen", default="127.0.0.1", help="local address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=1080, help="local proxy port (default 1080)")
     p.add_argument(

@@ -69,7 +69,7 @@ async def demo(exit_after: bool = False) -> int:
         server_ready: asyncio.Future[Engine] = asyncio.get_running_loop().create_future()
         try:
             settings, (record,) = roles.prepare_server(
-                store, 0, "127.0.0.1", "127.0.0.1", port_ss2022=0, port_tls=0
+                store, 0, "127.0.0.1", "127.0.0.1", ports=dict.fromkeys(roles.port_settings(), 0)
             )
             settings.allow_private = True  # the demo's web site lives on loopback
             server_task = asyncio.create_task(

@@ -4,8 +4,9 @@ Shadowrocket import (the Xray share-link standard, XTLS discussion #716):
     trojan://PASSWORD@host:port?security=tls&sni=…&type=ws&path=%2Fws&host=…#name
     vless://UUID@host:port?encryption=none&security=tls&sni=…&type=tcp&pcs=HEX#name
 
-`type` is the transport (tcp, ws, httpupgrade), `pcs` the pinned certificate's SHA-256 (for a
-self-signed server), `fp` the browser fingerprint a client should mimic."""
+`type` is the transport (tcp, ws, httpupgrade: transports.registry's network layers), `pcs`
+the pinned certificate's SHA-256 (for a self-signed server), `fp` the browser fingerprint a
+client should mimic."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, unquote
 
-from elsewhere.control.links import SCHEMES, AccessKey, Scheme, _split_hostport
+from elsewhere.control.links import AccessKey, Scheme, register_scheme, split_hostport
 from elsewhere.errors import ConfigError
+from elsewhere.transports.registry import named
 
-TRANSPORTS = ("tcp", "ws", "httpupgrade")
 # Parameters in the order the apps write them; unknown ones are kept in AccessKey.extra.
 ORDER = (
     "encryption",
@@ -43,7 +44,7 @@ def _parse(text: str, protocol: str) -> AccessKey:
     secret = unquote(secret)
     if not secret:
         raise ConfigError(f"access key has an empty secret: expected {shape}")
-    host, port = _split_hostport(hostport.rstrip("/"), legacy=False)
+    host, port = split_hostport(hostport.rstrip("/"), legacy=False, shape=shape)
     params: dict[str, str] = {}
     for pair in filter(None, query.split("&")):
         name, _, value = pair.partition("=")
@@ -56,12 +57,13 @@ def _parse(text: str, protocol: str) -> AccessKey:
             raise ConfigError("vless:// keys with encryption other than none are not supported")
         if params.get("flow"):
             raise ConfigError(f"vless:// flow {params['flow']!r} (XTLS) is not supported")
-    if params.get("type", "tcp") not in TRANSPORTS:
+    networks = ("tcp", *named("network"))
+    if params.get("type", "tcp") not in networks:
         raise ConfigError(
             f"{protocol}:// transport type={params['type']!r} is not supported: "
-            f"use one of {', '.join(TRANSPORTS)}"
+            f"use one of {', '.join(networks)}"
         )
-    if params.get("security", "tls") not in ("tls", "none"):
+    if params.get("security", "tls") not in ("none", *named("security")):
         raise ConfigError(f"{protocol}:// security={params['security']!r} is not supported")
     return AccessKey(
         protocol=protocol,
@@ -116,5 +118,18 @@ def outbound_options(key: AccessKey) -> Mapping[str, Any]:
     return options
 
 
-SCHEMES["trojan"] = Scheme(lambda text: _parse(text, "trojan"), _format)
-SCHEMES["vless"] = Scheme(lambda text: _parse(text, "vless"), _format)
+register_scheme(
+    "trojan",
+    Scheme(
+        lambda text: _parse(text, "trojan"),
+        _format,
+        outbound_options,
+        "trojan://PASSWORD@host:port?…#name",
+    ),
+)
+register_scheme(
+    "vless",
+    Scheme(
+        lambda text: _parse(text, "vless"), _format, outbound_options, "vless://UUID@host:port?…#name"
+    ),
+)

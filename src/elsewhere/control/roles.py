@@ -6,20 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
-import secrets
 import socket
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from elsewhere.codecs.shadowsocks import METHODS, Cipher
-from elsewhere.codecs.ss2022 import generate_psk
-from elsewhere.codecs.trojan import password_hash as trojan_hash
-from elsewhere.codecs.vless import parse_uuid
 from elsewhere.config import Config, from_mapping
 from elsewhere.control.acme import (
     AcmeSettings,
@@ -29,20 +23,17 @@ from elsewhere.control.acme import (
     keep_renewed,
 )
 from elsewhere.control.certs import load_certificate_files, self_signed
-from elsewhere.control.links import AccessKey, format_access_key
+from elsewhere.control.links import AccessKey, format_access_key, outbound_options
 from elsewhere.control.site import ensure_site
 from elsewhere.engine import Engine
 from elsewhere.errors import ConfigError
-from elsewhere.inbounds.shadowsocks import ServerKey, ShadowsocksInbound
-from elsewhere.inbounds.ss2022 import Ss2022Inbound
-from elsewhere.inbounds.tls import TlsInbound, Users
+from elsewhere.protocols.base import ServerSettings, protocols, server_inbounds
 from elsewhere.store.base import KeyRecord
 from elsewhere.store.sqlite import SqliteStore
 from elsewhere.store.usage import UsageFlusher, UsageMeter
 
 log = logging.getLogger("elsewhere")
 
-DEFAULT_METHOD = "chacha20-ietf-poly1305"  # what Outline hands out: fast on phones without AES
 STORE_FILE = "elsewhere.db"
 RELOAD_INTERVAL = 2.0
 
@@ -60,10 +51,6 @@ def open_store(directory: Path) -> SqliteStore:
     return SqliteStore(directory / STORE_FILE)
 
 
-def new_password() -> str:
-    return secrets.token_urlsafe(16)
-
-
 def guess_host() -> str:
     """An address of this machine that others might reach; the operator should confirm it
     with --host (we never ask an outside service)."""
@@ -78,40 +65,26 @@ def guess_host() -> str:
     return "127.0.0.1"
 
 
-PROTOCOLS = ("ss", "ss2022", "trojan", "vless")
-SS2022_METHOD = "2022-blake3-aes-256-gcm"
-TLS_TRANSPORTS = ("tcp", "ws")
-# the settings that hold each protocol family's port
-PORT_SETTING = {"ss": "port", "ss2022": "port_ss2022", "trojan": "port_tls", "vless": "port_tls"}
+def port_settings() -> list[str]:
+    """The store settings that hold the server inbounds' ports ("port", "port_tls", ...)."""
+    return [inbound.port_setting for inbound in server_inbounds().values()]
 
 
-def random_port() -> int:
-    """A high port nobody expects (like Outline's), free for TCP and UDP right now."""
-    while True:
-        port = secrets.randbelow(40000) + 20000
-        try:
-            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-                with socket.socket(socket.AF_INET, kind) as probe:
-                    probe.bind(("", port))
-        except OSError:
-            continue
-        return port
+def _port_text(make: Callable[[], int]) -> str:
+    return str(make())
 
 
 def ensure_settings(store: SqliteStore) -> None:
     """Everything share links carry, chosen once and remembered, so keys made before the first
     server run already point where the server will listen: this machine's address, a port per
-    protocol family (443 for TLS when we may bind it), the Shadowsocks 2022 identity key and a
-    secret WebSocket path."""
-    defaults = {
-        "host": guess_host,
-        "port": lambda: str(random_port()),
-        "port_ss2022": lambda: str(random_port()),
-        "port_tls": lambda: "443" if os.geteuid() == 0 else str(random_port()),
-        "ss2022_method": lambda: SS2022_METHOD,
-        "ss2022_psk": lambda: generate_psk(SS2022_METHOD),
-        "ws_path": lambda: "/" + secrets.token_urlsafe(12),
-    }
+    server inbound (443 for TLS when we may bind it) and whatever else the registered
+    protocols need (the Shadowsocks 2022 identity key, a secret WebSocket path...)."""
+    defaults: dict[str, Callable[[], str]] = {"host": guess_host}
+    for inbound in server_inbounds().values():
+        defaults[inbound.port_setting] = functools.partial(_port_text, inbound.default_port)
+        defaults.update(inbound.settings)
+    for protocol in protocols().values():
+        defaults.update(protocol.settings)
     for name, make in defaults.items():
         if store.get_setting(name) is None:
             store.set_setting(name, make())
@@ -127,84 +100,31 @@ def add_key(
     """A new key. The protocol follows from the method where it can (2022-… is Shadowsocks
     2022); Trojan and VLESS keys keep their transport (tcp or ws) in the method field."""
     ensure_settings(store)
+    known = protocols()
     if protocol is None:
-        protocol = "ss2022" if method and method.startswith("2022-") else "ss"
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    if protocol == "ss":
-        method = method or DEFAULT_METHOD
-        if method not in METHODS:
-            raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-        return store.add_key(name, "ss", method, new_password(), limit)
-    if protocol == "ss2022":
-        server_method = store.get_setting("ss2022_method") or SS2022_METHOD
-        if method not in (None, server_method):
-            raise ConfigError(
-                f"this server's Shadowsocks 2022 port uses {server_method}; "
-                "every 2022 key on it must use the same method"
-            )
-        return store.add_key(name, "ss2022", server_method, generate_psk(server_method), limit)
-    transport = method or "tcp"
-    if transport not in TLS_TRANSPORTS:
-        raise ConfigError(f"{protocol} keys go over tcp or ws, not {transport!r}")
-    secret = new_password() if protocol == "trojan" else str(uuid.uuid4())
-    return store.add_key(name, protocol, transport, secret, limit)
+        claimed = [p for p in known.values() if method and p.claims(method)]
+        defaults = [p for p in known.values() if p.default]
+        protocol = (claimed or defaults or list(known.values()))[0].name
+    kind = known.get(protocol)
+    if kind is None:
+        raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(known)}")
+    method, secret = kind.new_key(store, method)
+    return store.add_key(name, kind.name, method, secret, limit)
 
 
 def access_key(store: SqliteStore, record: KeyRecord) -> AccessKey:
     ensure_settings(store)
-    host = store.get_setting("host") or "127.0.0.1"
-    port = int(store.get_setting(PORT_SETTING[record.protocol]) or 0)
-    if record.protocol in ("ss", "ss2022"):
-        password = record.secret
-        if record.protocol == "ss2022":
-            password = f"{store.get_setting('ss2022_psk')}:{record.secret}"
-        return AccessKey(
-            protocol="ss",
-            method=record.method,
-            password=password,
-            host=host,
-            port=port,
-            name=record.name,
+    kind = protocols().get(record.protocol)
+    if kind is None:
+        raise ConfigError(
+            f"key {record.name} ({record.id}) is of protocol {record.protocol!r}, "
+            "which this version of elsewhere does not know"
         )
-    extra = {"security": "tls", "sni": store.get_setting("tls_name") or host, "type": record.method}
-    if record.method == "ws":
-        extra["path"] = store.get_setting("ws_path") or "/"
-        extra["host"] = extra["sni"]
-    if pin := store.get_setting("tls_pin"):
-        extra["pcs"] = pin
-        extra["allowInsecure"] = "1"  # older apps know no pcs; they still connect
-    return AccessKey(
-        protocol=record.protocol,
-        method="",
-        password=record.secret,
-        host=host,
-        port=port,
-        name=record.name,
-        extra=extra,
-    )
+    return kind.access_key(store, record)
 
 
 def share_link(store: SqliteStore, record: KeyRecord) -> str:
     return format_access_key(access_key(store, record))
-
-
-@dataclass
-class ServerSettings:
-    listen: str
-    port: int
-    host: str
-    idle_timeout: float
-    port_ss2022: int = 0
-    port_tls: int = 0
-    allow_private: bool = False
-    cert: str | None = None
-    key: str | None = None
-    acme: AcmeSettings | None = None
-    http_port: int = 80  # where the ACME http-01 answers are served
-    data: Path | None = None
-    site: Path | None = None  # this server's own decoy site; None: the packaged one
-    site_created: bool = False
 
 
 def prepare_server(
@@ -213,8 +133,7 @@ def prepare_server(
     host: str | None,
     listen: str | None,
     *,
-    port_ss2022: int | None = None,
-    port_tls: int | None = None,
+    ports: Mapping[str, int | None] | None = None,
     data: Path | None = None,
     cert: tuple[str, str] | None = None,
     domain: str | None = None,
@@ -223,14 +142,10 @@ def prepare_server(
     """First run: pick ports, remember the host, create a first key, the decoy site the TLS
     port shows strangers (data/site, never regenerated once there) and (unless certificate
     files or a domain with certbot's or Caddy's files are given) a self-signed certificate
-    whose pin goes into Trojan and VLESS links. Later runs: reuse all of it."""
-    for name, value in (
-        ("port", port),
-        ("port_ss2022", port_ss2022),
-        ("port_tls", port_tls),
-        ("host", host),
-        ("listen", listen),
-    ):
+    whose pin goes into Trojan and VLESS links. Later runs: reuse all of it. `port` is the
+    first server inbound's port (Shadowsocks'); `ports` the others', by port setting."""
+    given = {"port": port, **(ports or {}), "host": host, "listen": listen}
+    for name, value in given.items():
         if value is not None:
             store.set_setting(name, str(value))
     ensure_settings(store)
@@ -239,11 +154,12 @@ def prepare_server(
         created.append(add_key(store, "first"))
     settings = ServerSettings(
         listen=store.get_setting("listen") or "0.0.0.0",
-        port=int(store.get_setting("port") or 0),
         host=store.get_setting("host") or "127.0.0.1",
         idle_timeout=float(store.get_setting("idle_timeout") or 300),
-        port_ss2022=int(store.get_setting("port_ss2022") or 0),
-        port_tls=int(store.get_setting("port_tls") or 0),
+        ports={
+            inbound.port_setting: int(store.get_setting(inbound.port_setting) or 0)
+            for inbound in server_inbounds().values()
+        },
     )
     settings.data = data
     if data is not None:
@@ -281,46 +197,18 @@ def certificate(
 
 
 def key_sets(store: SqliteStore) -> dict[str, list[KeyRecord]]:
-    sets: dict[str, list[KeyRecord]] = {p: [] for p in PROTOCOLS}
+    sets: dict[str, list[KeyRecord]] = {p: [] for p in protocols()}
     for record in store.list_keys():
         sets.setdefault(record.protocol, []).append(record)
     return sets
 
 
 def server_config(settings: ServerSettings, store: SqliteStore) -> Config:
-    inbounds: list[dict[str, Any]] = [
-        {
-            "type": "shadowsocks",
-            "tag": "ss",
-            "listen": settings.listen,
-            "port": settings.port,
-            "keys": [],
-        },
-        {
-            "type": "ss2022",
-            "tag": "ss2022",
-            "listen": settings.listen,
-            "port": settings.port_ss2022,
-            "method": store.get_setting("ss2022_method"),
-            "psk": store.get_setting("ss2022_psk"),
-            "users": [],
-        },
+    inbounds = [
+        config
+        for inbound in server_inbounds().values()
+        if (config := inbound.config(settings, store)) is not None
     ]
-    if settings.cert and settings.key:
-        inbounds.append(
-            {
-                "type": "tls",
-                "tag": "tls",
-                "listen": settings.listen,
-                "port": settings.port_tls,
-                "cert": settings.cert,
-                "key": settings.key,
-                "fallback": "decoy",
-                "websocket": {"path": store.get_setting("ws_path")},
-            }
-        )
-        if settings.site is not None:
-            inbounds[-1]["decoy"] = str(settings.site)
     return from_mapping(
         {
             "inbounds": inbounds,
@@ -337,22 +225,12 @@ def server_config(settings: ServerSettings, store: SqliteStore) -> Config:
 
 
 def apply_keys(engine: Engine, store: SqliteStore) -> set[str]:
-    """Give every inbound the store's current keys; returns the ids it now serves."""
+    """Give every server inbound the store's current keys; returns the ids it now serves."""
     sets = key_sets(store)
+    registered = server_inbounds()
     for inbound in engine.inbounds:
-        if isinstance(inbound, ShadowsocksInbound):
-            inbound.set_keys(
-                [ServerKey(r.id, Cipher.from_password(r.method, r.secret)) for r in sets["ss"]]
-            )
-        elif isinstance(inbound, Ss2022Inbound):
-            inbound.set_users({r.id: r.secret for r in sets["ss2022"]})
-        elif isinstance(inbound, TlsInbound):
-            inbound.set_users(
-                Users(
-                    trojan={trojan_hash(r.secret): r.id for r in sets["trojan"]},
-                    vless={parse_uuid(r.secret): r.id for r in sets["vless"]},
-                )
-            )
+        if (kind := registered.get(inbound.tag)) is not None:
+            kind.give_keys(inbound, sets)
     return {r.id for records in sets.values() for r in records}
 
 
@@ -407,11 +285,6 @@ async def run_server(
 
 def proxy_outbound(key: AccessKey) -> dict[str, Any]:
     """The outbound that carries a client's traffic to the server of `key`."""
-    if key.protocol == "ss":
-        kind = "ss2022" if key.method.startswith("2022-") else "shadowsocks"
-        return {"type": kind, "tag": "proxy", "key": format_access_key(key)}
-    from elsewhere.control.links_tls import outbound_options
-
     return {**outbound_options(key), "tag": "proxy"}
 
 

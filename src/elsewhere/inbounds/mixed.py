@@ -19,7 +19,7 @@ from elsewhere.transports.tcp import listen
 from elsewhere.udp import NatTable, forward
 
 if TYPE_CHECKING:
-    from elsewhere.engine import Engine
+    from elsewhere.inbounds.base import EngineAPI
 
 HANDSHAKE_TIMEOUT = 30.0
 
@@ -47,7 +47,7 @@ def http_status_for(exc: BaseException) -> int:
 class _Handshake(asyncio.Protocol):
     def __init__(self, inbound: MixedInbound) -> None:
         self.inbound = inbound
-        self.engine = cast("Engine", inbound.engine)
+        self.engine = cast("EngineAPI", inbound.engine)
         self.codec: socks5.Socks5Server | http_proxy.HttpProxyServer | None = None
         self.transport: asyncio.Transport | None = None
         self.timer: IdleTimer | None = None
@@ -237,10 +237,10 @@ class MixedInbound:
         users = options.get("users")
         self.users: dict[str, str] | None = dict(users) if users else None
         self.udp_timeout = float(options.get("udp_timeout", 60))
-        self.engine: Engine | None = None
+        self.engine: EngineAPI | None = None
         self.server: asyncio.Server | None = None
 
-    async def start(self, engine: Engine) -> None:
+    async def start(self, engine: EngineAPI) -> None:
         self.engine = engine
         what = f'mixed inbound "{self.tag}"'
         self.server = await listen(lambda: _Handshake(self), self.host, self.port, what)

@@ -30,7 +30,7 @@ from elsewhere.transports.tcp import listen_pair, listening_port
 from elsewhere.udp import NatTable, forward
 
 if TYPE_CHECKING:
-    from elsewhere.engine import Engine
+    from elsewhere.inbounds.base import EngineAPI
 
 log = logging.getLogger("elsewhere.shadowsocks")
 
@@ -92,7 +92,7 @@ class _Handshake(Handshake):
     """From accept until the request header is read (or the client is found out)."""
 
     def __init__(self, inbound: ShadowsocksInbound) -> None:
-        super().__init__(cast("Engine", inbound.engine))
+        super().__init__(cast("EngineAPI", inbound.engine))
         self.inbound = inbound
         self.buffer = bytearray()
         self.decryptor: StreamDecryptor | None = None
@@ -215,7 +215,7 @@ class ShadowsocksInbound:
         self.nat = NatTable(float(options.get("udp_timeout", 60)))
         self.udp_keys: dict[Hashable, ServerKey] = {}
         self.nat.on_expire = self._forget
-        self.engine: Engine | None = None
+        self.engine: EngineAPI | None = None
         self.server: asyncio.Server | None = None
         self.datagrams: asyncio.DatagramTransport | None = None
 
@@ -227,7 +227,7 @@ class ShadowsocksInbound:
         self.ring.replace(keys)
         self.udp_keys.clear()
 
-    async def start(self, engine: Engine) -> None:
+    async def start(self, engine: EngineAPI) -> None:
         self.engine = engine
         what = f'shadowsocks inbound "{self.tag}"'
         self.server, self.datagrams = await listen_pair(

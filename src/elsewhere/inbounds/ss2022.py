@@ -32,7 +32,7 @@ from elsewhere.transports.tcp import listen_pair, listening_port
 from elsewhere.udp import NatEntry, NatTable, forward
 
 if TYPE_CHECKING:
-    from elsewhere.engine import Engine
+    from elsewhere.inbounds.base import EngineAPI
 
 log = logging.getLogger("elsewhere.ss2022")
 
@@ -71,7 +71,7 @@ class _Handshake(Handshake):
     """From accept until the request header is read (or the client is found out)."""
 
     def __init__(self, inbound: Ss2022Inbound) -> None:
-        super().__init__(cast("Engine", inbound.engine))
+        super().__init__(cast("EngineAPI", inbound.engine))
         self.inbound = inbound
         self.codec = TcpServer(
             inbound.method, inbound.psk, salt_pool=inbound.salts, users=inbound.users
@@ -209,7 +209,7 @@ class Ss2022Inbound:
         self.nat = NatTable(self.udp_timeout)
         self.nat.on_expire = self._nat_expired
         self.udp_clients: dict[bytes, tuple[tuple[Any, ...], str]] = {}
-        self.engine: Engine | None = None
+        self.engine: EngineAPI | None = None
         self.server: asyncio.Server | None = None
         self.datagrams: asyncio.DatagramTransport | None = None
         self._sweep: asyncio.TimerHandle | None = None
@@ -266,7 +266,7 @@ class Ss2022Inbound:
         self._sweep = loop.call_later(self.udp_timeout / 4, self._expire_sessions)
 
     # lifecycle
-    async def start(self, engine: Engine) -> None:
+    async def start(self, engine: EngineAPI) -> None:
         self.engine = engine
         what = f'ss2022 inbound "{self.tag}"'
         self.server, self.datagrams = await listen_pair(

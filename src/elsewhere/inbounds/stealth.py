@@ -12,7 +12,7 @@ from elsewhere.errors import ProtocolError
 from elsewhere.relay import IdleTimer
 
 if TYPE_CHECKING:
-    from elsewhere.engine import Engine
+    from elsewhere.inbounds.base import EngineAPI
 
 
 class Drain(asyncio.Protocol):
@@ -43,7 +43,7 @@ class Handshake(asyncio.Protocol):
     implement `read(data)` and raise ProtocolError for anything that is not a client of ours;
     this keeps the one idle timer, the stealth reaction and the probe count in one place."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: EngineAPI) -> None:
         self.engine = engine
         self.transport: asyncio.Transport | None = None
         self.timer: IdleTimer | None = None

@@ -29,7 +29,7 @@ from elsewhere.transports.websocket import WebSocketLayer
 from elsewhere.udp import NatTable, forward
 
 if TYPE_CHECKING:
-    from elsewhere.engine import Engine
+    from elsewhere.inbounds.base import EngineAPI
 
 log = logging.getLogger("elsewhere.tls")
 
@@ -72,7 +72,7 @@ class _Detect(asyncio.Protocol):
 
     def __init__(self, inbound: TlsInbound, *, inner: bool = False) -> None:
         self.inbound = inbound
-        self.engine = cast("Engine", inbound.engine)
+        self.engine = cast("EngineAPI", inbound.engine)
         self.inner = inner  # inside a WebSocket: only Trojan or VLESS may follow
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
@@ -225,7 +225,7 @@ class _StreamDatagrams(asyncio.Protocol):
         initial: bytes,
     ) -> None:
         self.inbound = inbound
-        self.engine = cast("Engine", inbound.engine)
+        self.engine = cast("EngineAPI", inbound.engine)
         self.transport = transport
         self.session = session
         self.is_vless = is_vless
@@ -305,7 +305,7 @@ class TlsInbound:
         self.fallback: Fallback = make_fallback(tag, options, header_timeout=self.header_timeout)
         self.decoy_model = default_content()  # what a web server answers, for timing
         self.ssl: ssl.SSLContext | None = tls_context(tag, options)
-        self.engine: Engine | None = None
+        self.engine: EngineAPI | None = None
         self.server: asyncio.Server | None = None
 
     def web_would_answer(self, received: bytearray) -> bool:
@@ -318,7 +318,7 @@ class TlsInbound:
         """Swap the users (added or revoked while running); the engine closes revoked ones."""
         self.users = users
 
-    async def start(self, engine: Engine) -> None:
+    async def start(self, engine: EngineAPI) -> None:
         self.engine = engine
         what = f'tls inbound "{self.tag}"'
         self.server = await listen(self._accepted, self.host, self.port, what)

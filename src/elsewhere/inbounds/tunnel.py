@@ -15,7 +15,7 @@ from elsewhere.transports.tcp import listen_pair, listening_port
 from elsewhere.udp import NatTable, forward
 
 if TYPE_CHECKING:
-    from elsewhere.engine import Engine
+    from elsewhere.inbounds.base import EngineAPI
 
 
 def parse_destination(text: str, where: str) -> Destination:
@@ -79,12 +79,12 @@ class TunnelInbound:
         self.destination = parse_destination(options["destination"], f'inbound "{tag}"')
         network = options.get("network", ["tcp", "udp"])
         self.tcp, self.udp = "tcp" in network, "udp" in network
-        self.engine: Engine | None = None
+        self.engine: EngineAPI | None = None
         self.server: asyncio.Server | None = None
         self.datagrams: asyncio.DatagramTransport | None = None
         self.nat = NatTable(float(options.get("udp_timeout", 60)))
 
-    async def start(self, engine: Engine) -> None:
+    async def start(self, engine: EngineAPI) -> None:
         self.engine = engine
         what = f'tunnel inbound "{self.tag}"'
         self.server, self.datagrams = await listen_pair(

@@ -64,8 +64,31 @@ def _schema_1(db: sqlite3.Connection) -> None:
     db.execute("INSERT INTO generation (id, value) VALUES (1, 0)")
 
 
+def _schema_2(db: sqlite3.Connection) -> None:
+    """Protocols are whatever elsewhere.protocols registers, no longer four names fixed in the
+    schema: the keys table is rebuilt without that CHECK (SQLite cannot drop one in place)."""
+    db.execute(
+        """CREATE TABLE keys_2 (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            protocol TEXT NOT NULL CHECK (protocol <> ''),
+            method TEXT NOT NULL,
+            secret TEXT NOT NULL,
+            created REAL NOT NULL,
+            revoked REAL,
+            data_limit INTEGER CHECK (data_limit IS NULL OR data_limit >= 0),
+            bytes_up INTEGER NOT NULL DEFAULT 0,
+            bytes_down INTEGER NOT NULL DEFAULT 0
+        )"""
+    )
+    db.execute(f"INSERT INTO keys_2 ({_KEY_COLUMNS}) SELECT {_KEY_COLUMNS} FROM keys")
+    db.execute("DROP TABLE keys")
+    db.execute("ALTER TABLE keys_2 RENAME TO keys")
+    db.execute("CREATE UNIQUE INDEX keys_active_name ON keys (name) WHERE revoked IS NULL")
+
+
 # MIGRATIONS[n] takes the schema from version n to n + 1; append, never edit a shipped one.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_schema_1,)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_schema_1, _schema_2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

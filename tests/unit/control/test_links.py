@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from elsewhere.control.links import AccessKey, format_access_key, format_ss, parse_access_key
+from elsewhere.control.links import AccessKey, format_access_key, parse_access_key
+from elsewhere.control.links_ss import format_ss
 from elsewhere.errors import ConfigError
 from elsewhere.session import Destination
 

@@ -118,7 +118,7 @@ def test_a_name_is_unique_among_active_keys_only(store: SqliteStore) -> None:
         ("a" * 65, "ss", None, "too long"),
         ("bad\nname", "ss", None, "control"),
         ("deadbeef", "ss", None, "looks like a key id"),
-        ("alice", "wireguard", None, "unknown protocol"),
+        ("alice", "Wire Guard", None, "not a protocol name"),
         ("alice", "ss", -1, "negative"),
         ("alice", "ss", 1.5, "whole number"),
     ],
@@ -327,6 +327,32 @@ def test_an_empty_file_is_migrated_and_a_reopen_keeps_the_data(path: Path) -> No
     with SqliteStore(path) as second:
         assert second.get_key("alice").id == key.id
         assert second.usage(key.id) == (1, 2)
+
+
+def test_a_version_1_file_keeps_its_keys_and_takes_any_registered_protocol(path: Path) -> None:
+    """Version 1 fixed the four protocols in a CHECK; version 2 leaves them to the registry."""
+    from elsewhere.store.sqlite import MIGRATIONS
+
+    path.parent.mkdir(mode=0o700)
+    raw = sqlite3.connect(path, isolation_level=None)
+    MIGRATIONS[0](raw)
+    raw.execute("PRAGMA user_version = 1")
+    raw.execute(
+        "INSERT INTO keys (id, name, protocol, method, secret, created, data_limit, bytes_up) "
+        "VALUES ('0123abcd', 'alice', 'vless', 'ws', 'uuid', 1.0, 50, 7)"
+    )
+    raw.close()
+    with SqliteStore(path) as store:
+        alice = store.get_key("alice")
+        assert (alice.protocol, alice.method, alice.data_limit, alice.bytes_up) == (
+            "vless", "ws", 50, 7
+        )
+        assert store.add_key("bob", "myproto", "", "s").protocol == "myproto"
+        with pytest.raises(ConfigError):
+            store.add_key("alice", "ss", "aes-128-gcm", "a")  # still one active alice
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    raw.close()
 
 
 def test_a_file_from_a_newer_elsewhere_is_refused(path: Path) -> None:
