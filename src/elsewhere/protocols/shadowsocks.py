@@ -1,17 +1,15 @@
 """Shadowsocks AEAD (SIP004) keys: one random port serves every key (inbounds/shadowsocks.py),
-each key with its own cipher and password; the link is SIP002 `ss://` (Outline's keys)."""
+each key with its own cipher and password; the link is SIP002 `ss://` (Outline's keys).
+Codecs and inbounds are imported where used: the CLI loads every registration to build --help."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
-from elsewhere.codecs.shadowsocks import METHODS, Cipher
 from elsewhere.control import links_ss  # noqa: F401  (registers ss://)
 from elsewhere.control.links import AccessKey
 from elsewhere.errors import ConfigError
-from elsewhere.inbounds.base import Inbound
-from elsewhere.inbounds.shadowsocks import ServerKey, ShadowsocksInbound
 from elsewhere.protocols.base import (
     KeyProtocol,
     ServerInbound,
@@ -20,12 +18,17 @@ from elsewhere.protocols.base import (
     register_protocol,
     register_server_inbound,
 )
-from elsewhere.store.base import KeyRecord, Store
+
+if TYPE_CHECKING:
+    from elsewhere.inbounds.base import Inbound
+    from elsewhere.store.base import KeyRecord, Store
 
 DEFAULT_METHOD = "chacha20-ietf-poly1305"  # what Outline hands out: fast on phones without AES
 
 
 def new_key(store: Store, method: str | None) -> tuple[str, str]:
+    from elsewhere.codecs.shadowsocks import METHODS
+
     method = method or DEFAULT_METHOD
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -54,7 +57,11 @@ def inbound_config(settings: ServerSettings, store: Store) -> dict[str, Any]:
 
 
 def give_keys(inbound: Inbound, keys: Mapping[str, Sequence[KeyRecord]]) -> None:
-    cast(ShadowsocksInbound, inbound).set_keys(
+    from elsewhere.codecs.shadowsocks import Cipher
+    from elsewhere.inbounds.shadowsocks import ServerKey, ShadowsocksInbound
+
+    assert isinstance(inbound, ShadowsocksInbound)
+    inbound.set_keys(
         [ServerKey(r.id, Cipher.from_password(r.method, r.secret)) for r in keys.get("ss", ())]
     )
 

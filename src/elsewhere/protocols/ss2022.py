@@ -5,14 +5,11 @@ behind the server's identity key, so every key on the port shares its method; th
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
-from elsewhere.codecs.ss2022 import generate_psk
 from elsewhere.control import links_ss  # noqa: F401  (registers ss://)
 from elsewhere.control.links import AccessKey
 from elsewhere.errors import ConfigError
-from elsewhere.inbounds.base import Inbound
-from elsewhere.inbounds.ss2022 import Ss2022Inbound
 from elsewhere.protocols.base import (
     KeyProtocol,
     ServerInbound,
@@ -20,10 +17,19 @@ from elsewhere.protocols.base import (
     register_protocol,
     register_server_inbound,
 )
-from elsewhere.store.base import KeyRecord, Store
+
+if TYPE_CHECKING:
+    from elsewhere.inbounds.base import Inbound
+    from elsewhere.store.base import KeyRecord, Store
 
 METHOD = "2022-blake3-aes-256-gcm"
 METHOD_PREFIX = "2022-"
+
+
+def generate_psk(method: str = METHOD) -> str:
+    from elsewhere.codecs.ss2022 import generate_psk
+
+    return generate_psk(method)
 
 
 def new_key(store: Store, method: str | None) -> tuple[str, str]:
@@ -60,7 +66,10 @@ def inbound_config(settings: ServerSettings, store: Store) -> dict[str, Any]:
 
 
 def give_keys(inbound: Inbound, keys: Mapping[str, Sequence[KeyRecord]]) -> None:
-    cast(Ss2022Inbound, inbound).set_users({r.id: r.secret for r in keys.get("ss2022", ())})
+    from elsewhere.inbounds.ss2022 import Ss2022Inbound
+
+    assert isinstance(inbound, Ss2022Inbound)
+    inbound.set_users({r.id: r.secret for r in keys.get("ss2022", ())})
 
 
 register_server_inbound(
@@ -71,7 +80,7 @@ register_server_inbound(
         help="Shadowsocks 2022 port (remembered)",
         config=inbound_config,
         give_keys=give_keys,
-        settings={"ss2022_method": lambda: METHOD, "ss2022_psk": lambda: generate_psk(METHOD)},
+        settings={"ss2022_method": lambda: METHOD, "ss2022_psk": generate_psk},
     )
 )
 register_protocol(

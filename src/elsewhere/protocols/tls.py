@@ -6,21 +6,20 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
-from elsewhere.codecs.trojan import password_hash
-from elsewhere.codecs.vless import parse_uuid
 from elsewhere.control.links import AccessKey
 from elsewhere.errors import ConfigError
-from elsewhere.inbounds.base import Inbound
-from elsewhere.inbounds.tls import TlsInbound, Users
 from elsewhere.protocols.base import (
     ServerInbound,
     ServerSettings,
     privileged_or_random,
     register_server_inbound,
 )
-from elsewhere.store.base import KeyRecord, Store
+
+if TYPE_CHECKING:
+    from elsewhere.inbounds.base import Inbound
+    from elsewhere.store.base import KeyRecord, Store
 
 TRANSPORTS = ("tcp", "ws")  # what a key's method field may hold: how it reaches the TLS port
 HTTPS_PORT = 443
@@ -73,7 +72,12 @@ def inbound_config(settings: ServerSettings, store: Store) -> dict[str, Any] | N
 
 
 def give_keys(inbound: Inbound, keys: Mapping[str, Sequence[KeyRecord]]) -> None:
-    cast(TlsInbound, inbound).set_users(
+    from elsewhere.codecs.trojan import password_hash
+    from elsewhere.codecs.vless import parse_uuid
+    from elsewhere.inbounds.tls import TlsInbound, Users
+
+    assert isinstance(inbound, TlsInbound)
+    inbound.set_users(
         Users(
             trojan={password_hash(r.secret): r.id for r in keys.get("trojan", ())},
             vless={parse_uuid(r.secret): r.id for r in keys.get("vless", ())},

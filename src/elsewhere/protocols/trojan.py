@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from elsewhere.control import links_tls  # noqa: F401  (registers trojan://)
 from elsewhere.protocols.base import KeyProtocol, new_password, register_protocol
 from elsewhere.protocols.tls import access_key, transport
-from elsewhere.store.base import Store
+
+if TYPE_CHECKING:
+    from elsewhere.store.base import Store
 
 
 def new_key(store: Store, method: str | None) -> tuple[str, str]:

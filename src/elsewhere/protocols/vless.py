@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
 from elsewhere.control import links_tls  # noqa: F401  (registers vless://)
 from elsewhere.protocols.base import KeyProtocol, register_protocol
 from elsewhere.protocols.tls import access_key, transport
-from elsewhere.store.base import Store
+
+if TYPE_CHECKING:
+    from elsewhere.store.base import Store
 
 
 def new_key(store: Store, method: str | None) -> tuple[str, str]:
