@@ -36,8 +36,13 @@ class Rule:
             return True
         ip = dest.ip
         if ip is not None:
-            return any(ip in net for net in self.networks)
-        host = dest.host.lower().rstrip(".")
+            if any(ip in net for net in self.networks):
+                return True
+            if session.domain is None:
+                return False
+            host = session.domain
+        else:
+            host = dest.host.lower().rstrip(".")
         if host in self.domains:
             return True
         if self.suffixes:

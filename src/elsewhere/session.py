@@ -38,3 +38,6 @@ class Session:
     network: Network = "tcp"
     user: str | None = None
     source: tuple[str, int] | None = None
+    # the name an IP destination was looked up by (full-device mode learns it from the DNS
+    # answers it passed on), so that rules by domain still apply to it
+    domain: str | None = None

@@ -242,15 +242,14 @@ def cmd_keys_limit(args: argparse.Namespace) -> int:
 
 
 def cmd_client(args: argparse.Namespace) -> int:
+    from elsewhere import rulesets
     from elsewhere.control import roles
     from elsewhere.control.links import parse_access_key
     from elsewhere.control.status import show_status
     from elsewhere.engine import Engine
 
     key = parse_access_key(args.key)
-    rules = []
-    if args.direct:
-        rules.append({"domain_suffix": args.direct, "outbound": "direct"})
+    rules = rulesets.combined(args.rules, args.direct or []).router_rules("direct")
     config = roles.client_config(key, args.listen, args.port, rules)
 
     async def main() -> None:
@@ -271,6 +270,12 @@ def cmd_client(args: argparse.Namespace) -> int:
 
     run_async(main())
     return 0
+
+
+def cmd_vpn(args: argparse.Namespace) -> int:
+    from elsewhere.device.command import run
+
+    return run(args, run_async)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -403,7 +408,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DOMAIN",
         help="reach this domain (and its subdomains) directly; repeatable",
     )
+    p.add_argument(
+        "--rules",
+        action="append",
+        default=[],
+        metavar="SET",
+        help="a split rule set sent direct: a shipped one (ru) or a file; repeatable",
+    )
     p.add_argument("--no-status", action="store_true", help="no live status line")
+
+    p = add("vpn", cmd_vpn, "full-device mode (Linux, root): every program through the tunnel")
+    from elsewhere.device.command import add_arguments as vpn_arguments
+
+    vpn_arguments(p)
 
     p = add("demo", cmd_demo, "start a server and a client here and fetch a page through them")
     p.add_argument("--exit", action="store_true", help="exit after the page was fetched")

@@ -15,7 +15,7 @@ from elsewhere.outbounds.base import DatagramReceiver, register
 from elsewhere.policy import AddressPolicy
 from elsewhere.session import Destination, IPAddress, Session
 from elsewhere.transports.layer import Pending
-from elsewhere.transports.tcp import connect_tcp
+from elsewhere.transports.tcp import connect_tcp, marked_socket
 
 CONNECT_TIMEOUT = 10.0
 VERDICTS = 4096  # policy verdicts kept per outbound (emptied when full): the hosts reached most
@@ -33,9 +33,10 @@ async def resolve(host: str, port: int, kind: int) -> list[tuple[int, tuple[Any,
 
 
 class DirectOutbound:
-    def __init__(self, tag: str, policy: AddressPolicy) -> None:
+    def __init__(self, tag: str, policy: AddressPolicy, mark: int = 0) -> None:
         self.tag = tag
         self.policy = policy
+        self.mark = mark  # SO_MARK on every socket (full-device mode lets these out)
         self.verdicts: dict[str, Verdict] = {}
 
     def verdict(self, host: str) -> Verdict:
@@ -90,7 +91,8 @@ class DirectOutbound:
         for family, addr in addresses:
             try:
                 transport, _ = await connect_tcp(
-                    loop, Pending, addr[0], addr[1], CONNECT_TIMEOUT, family=family
+                    loop, Pending, addr[0], addr[1], CONNECT_TIMEOUT, family=family,
+                    mark=self.mark,
                 )
                 return transport
             except (OSError, TimeoutError) as exc:
@@ -101,6 +103,15 @@ class DirectOutbound:
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in session.destination.host else socket.AF_INET
         flow = DirectDatagramFlow(self, receive)
+        if self.mark:
+            sock = marked_socket(family, socket.SOCK_DGRAM, self.mark)
+            try:
+                sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
+                await loop.create_datagram_endpoint(lambda: flow, sock=sock)
+            except BaseException:
+                sock.close()
+                raise
+            return flow
         await loop.create_datagram_endpoint(
             lambda: flow, local_addr=("::" if family == socket.AF_INET6 else "0.0.0.0", 0)
         )
@@ -187,4 +198,7 @@ def _make(tag: str, options: Mapping[str, Any]) -> DirectOutbound:
         policy = AddressPolicy.from_config(private, options.get("allow", ()))
     except ValueError as exc:
         raise ConfigError(f'outbound "{tag}": {exc}') from exc
-    return DirectOutbound(tag, policy)
+    mark = options.get("mark", 0)
+    if not isinstance(mark, int) or not 0 <= mark < 1 << 32:
+        raise ConfigError(f'outbound "{tag}": mark must be a number from 0 to 2^32-1')
+    return DirectOutbound(tag, policy, mark)

@@ -106,11 +106,15 @@ async def connect_tcp(
     host: str,
     port: int,
     timeout: float,
+    *,
+    mark: int = 0,
     **options: Any,
 ) -> tuple[asyncio.Transport, P]:
     """`loop.create_connection` that raises TimeoutError after `timeout` seconds. Per
     connection this is one timer and one closure, where `asyncio.timeout()` builds a Timeout,
-    looks up the task and the loop twice and reschedules a timer (every outbound pays it)."""
+    looks up the task and the loop twice and reschedules a timer (every outbound pays it).
+    `mark` (SO_MARK, needs CAP_NET_ADMIN) lets the kernel tell this socket from the
+    programs full-device mode intercepts; `host` must then be an address."""
     task = asyncio.current_task(loop)
     assert task is not None, "connect_tcp() runs inside a task"
     expired = False
@@ -122,7 +126,18 @@ async def connect_tcp(
 
     timer = loop.call_later(timeout, expire)
     try:
-        transport, protocol = await loop.create_connection(factory, host, port, **options)
+        if mark:
+            # create_connection has no hook for options set before connect(): make the socket
+            sock = marked_socket(options.pop("family", socket.AF_INET), socket.SOCK_STREAM, mark)
+            try:
+                await loop.sock_connect(sock, (host, port))
+            except BaseException:
+                sock.close()
+                raise
+            options["sock"] = sock
+            transport, protocol = await loop.create_connection(factory, **options)
+        else:
+            transport, protocol = await loop.create_connection(factory, host, port, **options)
     except asyncio.CancelledError:
         if expired and task.uncancel() == 0:
             raise TimeoutError(f"no connection to {host}:{port} within {timeout:g} s") from None
@@ -130,6 +145,18 @@ async def connect_tcp(
     finally:
         timer.cancel()
     return transport, protocol
+
+
+def marked_socket(family: int, kind: int, mark: int) -> socket.socket:
+    """A non-blocking socket whose packets carry the firewall mark `mark` (SO_MARK)."""
+    sock = socket.socket(family, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _explain(exc: OSError, host: str, port: int, what: str) -> str:
