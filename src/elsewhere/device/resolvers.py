@@ -28,9 +28,9 @@ def nameservers(path: str | Path) -> list[str]:
     return found
 
 
-def system_resolvers(path: str | Path) -> list[str]:
+def system_resolvers(path: str | Path, resolved: str | Path = RESOLVED_UPSTREAMS) -> list[str]:
     servers = nameservers(path)
     if any(s in RESOLVED_STUB for s in servers):
-        upstream = [s for s in nameservers(RESOLVED_UPSTREAMS) if s not in RESOLVED_STUB]
+        upstream = [s for s in nameservers(resolved) if s not in RESOLVED_STUB]
         servers = upstream + [s for s in servers if s not in RESOLVED_STUB]
     return servers
