@@ -30,8 +30,9 @@ def netns() -> Iterator[str]:
     name = f"ew{os.getpid()}x{next(_names)}-device"  # the lab's pattern: stale ones are removed
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
-        ip_batch(["link set lo up", "link add eth0 type veth peer name eth1", "link set eth0 up", "link set eth1 up",
-                  "addr add 10.9.0.2/24 dev eth0", "route add default via 10.9.0.1",
+        ip_batch(["link set lo up", "link add eth0 type veth peer name eth1",
+                  "link set eth0 up", "link set eth1 up", "addr add 10.9.0.2/24 dev eth0",
+                  "route add default via 10.9.0.1",
                   "addr add 2001:db8:9::2/64 dev eth0 nodad"], namespace=name)
         yield name
     finally:
