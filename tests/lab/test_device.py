@@ -96,6 +96,7 @@ def test_every_program_goes_through_the_tunnel_and_nothing_leaks_even_after_kill
     with udp_echo(lab), shadowsocks_server(lab) as server:
         vpn = start_vpn(lab, server.link, ["--direct", DOMESTIC.name])
         seen_before = len(running.decisions())
+        flows_before = len(running.flows())
         with Capture(lab, "censor", "to-client") as capture:
             page = fetch(lab, URL)
             answer = dig(lab, BLOCKED.name)
@@ -120,6 +121,10 @@ def test_every_program_goes_through_the_tunnel_and_nothing_leaks_even_after_kill
         assert lookups and all(DOMESTIC.name.split(".")[0].encode() in p.payload
                                for p in lookups)
         assert running.decisions()[seen_before:] == []
+        # and so did the censor's own flow log: the tunnel, the direct site, its lookup
+        flows = {str(f["destination"]).rsplit(":", 1)[0] for f in running.flows()[flows_before:]}
+        assert BLOCKED.address not in flows
+        assert flows <= {plan.SERVER, DOMESTIC.address, plan.DNS}
 
         # kill -9: the kill switch stays, nothing leaves but toward the server
         os.kill(vpn.pid, signal.SIGKILL)

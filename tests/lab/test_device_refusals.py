@@ -30,6 +30,10 @@ def netns() -> Iterator[str]:
     name = f"ew{os.getpid()}x{next(_names)}-device"  # the lab's pattern: stale ones are removed
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
+        # no link-local addresses: the kernel adds them some time after a link comes up,
+        # which would change the routes between a test's before and after
+        subprocess.run(["ip", "netns", "exec", name, "sysctl", "-qw",
+                        "net.ipv6.conf.default.addr_gen_mode=1"], check=True)
         ip_batch(["link set lo up", "link add eth0 type veth peer name eth1",
                   "link set eth0 up", "link set eth1 up", "addr add 10.9.0.2/24 dev eth0",
                   "route add default via 10.9.0.1",
