@@ -159,7 +159,7 @@ async def run(
     status: bool = True,
 ) -> None:
     """Serve until cancelled (Ctrl-C, SIGTERM)."""
-    from elsewhere.control.status import show_status
+    from elsewhere.device.status import show as show_status
 
     # pyroute2 runs an event loop of its own: every netlink call goes to a thread
     await asyncio.to_thread(preflight.check)
@@ -182,7 +182,7 @@ async def run(
             if ready is not None:
                 ready(engine, plan)
             if status:
-                await show_status(engine, where, out)
+                await show_status(engine, settings.key.protocol, where, out)
             else:
                 await asyncio.Event().wait()
         except asyncio.CancelledError:
