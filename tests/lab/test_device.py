@@ -21,6 +21,7 @@ from conftest import CensorStarter
 from elsewhere.lab import plan
 from elsewhere.lab.capture import Capture
 from elsewhere.lab.device import network_state, shadowsocks_server, start_vpn, vpn_off
+from elsewhere.lab.elsewhere_transports import HTTP_PREFIX
 from elsewhere.lab.netns import socket_in
 from elsewhere.lab.packet import Packet
 from elsewhere.lab.sites import PAGE_BYTES, read_access_log
@@ -153,3 +154,32 @@ def test_every_program_goes_through_the_tunnel_and_nothing_leaks_even_after_kill
     assert done.returncode == 0, done.stderr
     assert network_state(lab) == before
     assert fetch(lab, f"https://{DOMESTIC.name}/").reached
+
+
+# every technique the proxy rows of elsewhere-ss-prefix survive (docs/lab.md), all at once
+SURVIVED = ("dns_poison", "sni_block", "sni_throttle", "ip_block", "proto_sig", "fet_gfw",
+            "active_probe", "udp_hostile", "fingerprint", "cooldown")
+
+
+def test_under_every_technique_the_proxy_mode_survives_full_device_mode_does_too(
+    lab: Lab, censor: CensorStarter
+) -> None:
+    running = censor(*SURVIVED)
+    with udp_echo(lab), shadowsocks_server(lab, prefix=HTTP_PREFIX) as server:
+        start_vpn(lab, server.link)
+        for attempt in range(2):
+            page = fetch(lab, URL)
+            assert page.reached and page.size == PAGE_BYTES, (attempt, page)
+        assert dig(lab, BLOCKED.name) == [BLOCKED.address]
+        tcp = lab.run("client", ["dig", "+tcp", "+short", "+time=2", "+tries=1", BLOCKED.name])
+        assert tcp.stdout.split() == [BLOCKED.address]  # DNS over TCP is answered too
+        assert udp_exchange(lab, b"pong") == f"{plan.SERVER} pong".encode()
+        # strict DNS: DNS over TLS is refused at once, and never leaves
+        with lab.socket("client") as dot:
+            dot.settimeout(2)
+            with pytest.raises(OSError):
+                dot.connect((plan.DNS, 853))
+    assert visitors(lab, BLOCKED.name) == [plan.SERVER, plan.SERVER]
+    # the censor has nothing to say about the tunnel
+    assert not [e for e in running.decisions() if str(e["server"]).startswith(plan.SERVER)]
+    assert not [f for f in running.flows() if str(f["destination"]).endswith(":853")]

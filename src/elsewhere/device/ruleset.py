@@ -235,11 +235,12 @@ def _guard(plan: Plan) -> list[dict[str, Any]]:
 
 
 def _strict(plan: Plan) -> list[dict[str, Any]]:
-    """DNS over TLS/QUIC refused in the intercept table (DoH goes to the router's block rule)."""
+    """DNS over TLS/QUIC refused in the intercept table (DoH goes to the router's block rule),
+    before the diversion would carry it to the tunnel."""
     table = INTERCEPT
     commands: list[dict[str, Any]] = [{"add": {"chain": {
         "family": FAMILY, "table": table, "name": "strict_dns", "type": "filter",
-        "hook": "output", "prio": PRIORITY_FILTER - 1, "policy": "accept",
+        "hook": "output", "prio": PRIORITY_NAT - 1, "policy": "accept",
     }}}]
     for proto in ("tcp", "udp"):
         commands.append({"add": {"rule": {

@@ -25,6 +25,7 @@ from elsewhere.outbounds.base import DatagramFlow
 from elsewhere.outbounds.block import BlockOutbound
 from elsewhere.outbounds.direct import DirectOutbound
 from elsewhere.session import Destination, Session
+from elsewhere.transports.layer import Pending
 from elsewhere.transports.tcp import listen_pair, listening_port
 
 if TYPE_CHECKING:
@@ -128,6 +129,106 @@ class _Exchange:
         self.pending.clear()
 
 
+class _StreamExchange(asyncio.Protocol):
+    """Queries to an upstream resolver over one pipelined TCP stream through an outbound
+    (RFC 7766 §6.2.1.1): what survives censors that let a tunnel's UDP die after a few
+    packets. Reopened when the resolver or the tunnel closes it."""
+
+    def __init__(self, inbound: DnsInbound, route: str) -> None:
+        self.inbound = inbound
+        self.route = route
+        self.transport: asyncio.Transport | None = None
+        self.opening: asyncio.Future[asyncio.Transport] | None = None
+        self.pending: dict[int, asyncio.Future[bytes]] = {}
+        self.buffer = b""
+
+    async def _stream(self, upstream: Destination) -> asyncio.Transport:
+        if self.transport is not None and not self.transport.is_closing():
+            return self.transport
+        if self.opening is not None:
+            return await asyncio.shield(self.opening)
+        loop = asyncio.get_running_loop()
+        self.opening = opening = loop.create_future()
+        try:
+            engine = cast("Engine", self.inbound.engine)
+            session = Session(self.inbound.tag, upstream, "tcp")
+            transport = await engine.outbounds[self.route].open_tcp(session)
+        except BaseException as exc:
+            opening.set_exception(exc)
+            opening.exception()  # retrieved: each waiter gets it too
+            raise
+        finally:
+            self.opening = None
+        held = transport.get_protocol()
+        self.buffer = b""
+        transport.set_protocol(self)
+        self.transport = transport
+        if isinstance(held, Pending):
+            for chunk in held.chunks:
+                self.data_received(chunk)
+            if held.eof or held.lost:
+                self.connection_lost(held.error)
+        transport.resume_reading()
+        opening.set_result(transport)
+        return transport
+
+    # asyncio.Protocol
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while len(self.buffer) >= 2:
+            length = int.from_bytes(self.buffer[:2], "big")
+            if len(self.buffer) < 2 + length:
+                return
+            message, self.buffer = self.buffer[2 : 2 + length], self.buffer[2 + length :]
+            if len(message) >= dns.HEADER.size:
+                waiter = self.pending.pop(int.from_bytes(message[:2], "big"), None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(message)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        for waiter in self.pending.values():
+            if not waiter.done():
+                waiter.set_exception(ConnectionError("the resolver's stream ended"))
+                waiter.exception()
+
+    async def ask(self, query: bytes, upstream: Destination) -> bytes | None:
+        for _ in range(2):  # a stream the resolver closed while idle: once more on a new one
+            ident = secrets.randbelow(0x10000)
+            while ident in self.pending:
+                ident = secrets.randbelow(0x10000)
+            waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+            self.pending[ident] = waiter
+            try:
+                transport = await self._stream(upstream)
+                message = dns.with_id(query, ident)
+                transport.write(len(message).to_bytes(2, "big") + message)
+                return await asyncio.wait_for(waiter, ANSWER_TIMEOUT)
+            except ConnectionError:
+                continue
+            except (TimeoutError, OSError, ElsewhereError) as exc:
+                log.debug("dns: no answer from %s via %s: %s", upstream, self.route, exc)
+                self.reset()
+                return None
+            finally:
+                self.pending.pop(ident, None)
+        return None
+
+    def reset(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+    def close(self) -> None:
+        self.reset()
+        for waiter in self.pending.values():
+            waiter.cancel()
+        self.pending.clear()
+
+
 class _Datagrams(asyncio.DatagramProtocol):
     def __init__(self, inbound: DnsInbound) -> None:
         self.inbound = inbound
@@ -203,11 +304,16 @@ class DnsInbound:
         direct = options.get("direct_upstream", ())
         self.direct_upstream = [_resolver(str(d), where) for d in direct]
         self.ipv6 = bool(options.get("ipv6", True))  # False: AAAA queries get no records
+        # how `upstream` is asked: "tcp" (default) survives censors that kill a tunnel's UDP
+        # after a few packets; direct resolvers are always asked over UDP
+        self.transport = str(options.get("upstream_transport", "tcp"))
+        if self.transport not in ("tcp", "udp"):
+            raise ConfigError(f'{where}: upstream_transport must be "tcp" or "udp"')
         self.memory = NameMemory()
         self.engine: Engine | None = None
         self.servers: list[asyncio.Server] = []
         self.datagrams: list[asyncio.DatagramTransport] = []
-        self.exchanges: dict[str, _Exchange] = {}
+        self.exchanges: dict[str, _Exchange | _StreamExchange] = {}
         self.answered = 0
 
     async def start(self, engine: Engine) -> None:
@@ -261,11 +367,13 @@ class DnsInbound:
             if isinstance(outbound, BlockOutbound):
                 return dns.answer(query, dns.RCODE_REFUSED)
             upstreams = [self.upstream]
+            stream = self.transport == "tcp"
             if isinstance(outbound, DirectOutbound) and self.direct_upstream:
-                upstreams = self.direct_upstream
+                upstreams, stream = self.direct_upstream, False
             exchange = self.exchanges.get(route)
             if exchange is None:
-                exchange = self.exchanges[route] = _Exchange(self, route)
+                exchange = self.exchanges[route] = (
+                    _StreamExchange(self, route) if stream else _Exchange(self, route))
             response = None
             for upstream in upstreams:
                 response = await exchange.ask(query, upstream)

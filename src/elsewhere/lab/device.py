@@ -31,7 +31,10 @@ class Server:
 
 
 @contextmanager
-def shadowsocks_server(lab: Lab, port: int = SERVER_PORT) -> Iterator[Server]:
+def shadowsocks_server(
+    lab: Lab, port: int = SERVER_PORT, prefix: bytes = b""
+) -> Iterator[Server]:
+    """The server, and the link to it (with Outline's salt `prefix` when given)."""
     password = secrets.token_urlsafe(16)
     config = {
         "inbounds": [{"type": "shadowsocks", "listen": "0.0.0.0", "port": port, "udp": True,
@@ -46,7 +49,8 @@ def shadowsocks_server(lab: Lab, port: int = SERVER_PORT) -> Iterator[Server]:
                         name="device-server")
     try:
         process.wait_for_output(LISTENING, START_TIMEOUT)
-        link = format_access_key(AccessKey("ss", METHOD, password, plan.SERVER, port))
+        key = AccessKey("ss", METHOD, password, plan.SERVER, port, prefix=prefix)
+        link = format_access_key(key)
         yield Server(link, process)
     finally:
         lab.forget(process)

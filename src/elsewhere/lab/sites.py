@@ -299,19 +299,36 @@ class DnsServer(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, int]) -> None:
+        reply = self.answer(data)
+        if reply is not None and self.transport is not None:
+            self.transport.sendto(reply, addr)
+
+    def answer(self, data: bytes) -> bytes | None:
         try:
             query = dns.parse_query(data)
         except ProtocolError:
-            return
+            return None
         address = self.names.get(query.name)
         if address is None:
-            reply = dns.encode_answer(query, rcode=dns.RCODE_NXDOMAIN)
-        elif query.qtype == dns.TYPE_A:
-            reply = dns.encode_answer(query, (address,))
-        else:
-            reply = dns.encode_answer(query)
-        if self.transport is not None:
-            self.transport.sendto(reply, addr)
+            return dns.encode_answer(query, rcode=dns.RCODE_NXDOMAIN)
+        if query.qtype == dns.TYPE_A:
+            return dns.encode_answer(query, (address,))
+        return dns.encode_answer(query)
+
+    async def handle_stream(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """DNS over TCP (RFC 1035 §4.2.2, RFC 7766): two-byte lengths, many queries."""
+        try:
+            while True:
+                length = int.from_bytes(await reader.readexactly(2), "big")
+                reply = self.answer(await reader.readexactly(length))
+                if reply is not None:
+                    writer.write(len(reply).to_bytes(2, "big") + reply)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
 
 
 # -- the process -----------------------------------------------------------------------------
@@ -338,7 +355,10 @@ async def serve(workdir: Path) -> None:
             )
         )
         servers.append(await asyncio.start_server(http.handle, site.address, HTTP_PORT))
-    transport, _ = await loop.create_datagram_endpoint(DnsServer, local_addr=(plan.DNS, DNS_PORT))
+    resolver = DnsServer()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: resolver, local_addr=(plan.DNS, DNS_PORT))
+    servers.append(await asyncio.start_server(resolver.handle_stream, plan.DNS, DNS_PORT))
     print(READY, flush=True)
     try:
         await stop.wait()
