@@ -1,7 +1,7 @@
 """`elsewhere vpn` where it must refuse or where the lab's four namespaces are not needed: in a
 bare namespace the test makes, one clear line for a missing capability, another VPN in the
-way, no nftables, a malformed rule set, with nothing changed; and IPv6 tunnel mode's rules
-and routes, undone exactly by --off."""
+way, no nftables, a malformed rule set, a second instance, with nothing changed; and IPv6
+tunnel mode's rules and routes, undone exactly by --off."""
 
 from __future__ import annotations
 
@@ -120,6 +120,9 @@ def test_ipv6_tunnel_mode_diverts_both_families_and_off_undoes_it_exactly(
 
         wait_until(ready, VPN_START_TIMEOUT, "elsewhere vpn to say it is on")
         during = state(netns)
+        second = one_line(vpn(netns, LINK))
+        assert f"already running here (pid {process.pid})" in second
+        assert state(netns) == during
         assert "fwmark 0x1e57 lookup 7767" in during["rules4"]
         assert "fwmark 0x1e57 lookup 7767" in during["rules6"]
         assert "local default dev lo table 7767" in during["routes6"]

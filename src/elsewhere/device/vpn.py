@@ -21,6 +21,7 @@ from elsewhere.config import Config, from_mapping
 from elsewhere.control.links import AccessKey
 from elsewhere.device import nft, preflight, routes
 from elsewhere.device.errors import DeviceError
+from elsewhere.device.lock import single_instance
 from elsewhere.device.resolvers import system_resolvers
 from elsewhere.device.ruleset import BYPASS_MARK, IPv6Mode, Network, Plan, document, guard_only
 from elsewhere.device.ruleset import removal as nft_removal
@@ -159,6 +160,17 @@ async def run(
     status: bool = True,
 ) -> None:
     """Serve until cancelled (Ctrl-C, SIGTERM)."""
+    preflight.require_net_admin()  # before anything is touched, /run included
+    with single_instance():
+        await _run(settings, ready, out, status)
+
+
+async def _run(
+    settings: VpnSettings,
+    ready: Callable[[Engine, Plan], None] | None,
+    out: TextIO,
+    status: bool,
+) -> None:
     from elsewhere.device.status import show as show_status
 
     # pyroute2 runs an event loop of its own: every netlink call goes to a thread
