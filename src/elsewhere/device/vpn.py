@@ -106,14 +106,16 @@ def ipaddress_or_none(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Addres
 def plan_for(
     engine: Engine, settings: VpnSettings, servers: list[str], split: rulesets.RuleSet
 ) -> Plan:
-    ports = {type(i): getattr(i, "port", 0) for i in engine.inbounds}
+    def port(kind: type) -> int:
+        return int(next(i for i in engine.inbounds if isinstance(i, kind)).port)  # type: ignore[attr-defined]
+
     lan: list[Network] = []
     if settings.allow_lan:
         lan = [ipaddress.ip_network(n, strict=False) for n in routes.lan_networks()]
     return Plan(
-        tcp_port=ports[RedirectInbound],
-        udp_port=ports[TproxyUdpInbound],
-        dns_port=ports[DnsInbound],
+        tcp_port=port(RedirectInbound),
+        udp_port=port(TproxyUdpInbound),
+        dns_port=port(DnsInbound),
         servers=tuple(ipaddress.ip_network(s) for s in servers),
         direct=tuple(split.networks),
         cgroups=tuple(split.cgroups),

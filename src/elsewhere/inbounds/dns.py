@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from elsewhere.codecs import dns
 from elsewhere.errors import ConfigError, ElsewhereError, ProtocolError
-from elsewhere.inbounds.base import register
+from elsewhere.inbounds.base import EngineAPI, register
 from elsewhere.inbounds.tunnel import parse_destination
 from elsewhere.outbounds.base import DatagramFlow
 from elsewhere.outbounds.block import BlockOutbound
@@ -316,8 +316,9 @@ class DnsInbound:
         self.exchanges: dict[str, _Exchange | _StreamExchange] = {}
         self.answered = 0
 
-    async def start(self, engine: Engine) -> None:
-        self.engine = engine
+    async def start(self, engine: EngineAPI) -> None:
+        # the outbounds and the other inbounds are reached through the engine itself
+        self.engine = cast("Engine", engine)
         try:
             for host in self.hosts:  # every address on the port the first one got
                 server, datagrams = await listen_pair(

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from elsewhere.errors import ConfigError
-from elsewhere.inbounds.base import register
+from elsewhere.inbounds.base import EngineAPI, register
 from elsewhere.session import Destination, Session
 from elsewhere.transports.layer import Pending
 from elsewhere.transports.tcp import BACKLOG, listening_port
@@ -110,12 +110,13 @@ class RedirectInbound:
         self.engine: Engine | None = None
         self.servers: list[asyncio.Server] = []
 
-    async def start(self, engine: Engine) -> None:
+    async def start(self, engine: EngineAPI) -> None:
         from elsewhere.inbounds.dns import DnsInbound
 
-        self.engine = engine
+        # the outbounds and the other inbounds are reached through the engine itself
+        self.engine = cast("Engine", engine)
         if self.names_tag is not None:
-            found = [i for i in engine.inbounds if i.tag == self.names_tag]
+            found = [i for i in self.engine.inbounds if i.tag == self.names_tag]
             if not found or not isinstance(found[0], DnsInbound):
                 raise ConfigError(f'inbound "{self.tag}": names = {self.names_tag!r} is not '
                                   "the tag of a dns inbound")

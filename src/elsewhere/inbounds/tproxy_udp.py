@@ -10,10 +10,10 @@ import contextlib
 import logging
 import socket
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from elsewhere.errors import ConfigError
-from elsewhere.inbounds.base import register
+from elsewhere.inbounds.base import EngineAPI, register
 from elsewhere.inbounds.redirect import transparent_socket, unmapped
 from elsewhere.session import Destination, Session
 from elsewhere.udp import NatTable, forward
@@ -55,12 +55,13 @@ class TproxyUdpInbound:
         self.nat = NatTable(self.udp_timeout)
         self.replies: dict[tuple[str, int], socket.socket] = {}
 
-    async def start(self, engine: Engine) -> None:
+    async def start(self, engine: EngineAPI) -> None:
         from elsewhere.inbounds.dns import DnsInbound
 
-        self.engine = engine
+        # the outbounds and the other inbounds are reached through the engine itself
+        self.engine = cast("Engine", engine)
         if self.names_tag is not None:
-            found = [i for i in engine.inbounds if i.tag == self.names_tag]
+            found = [i for i in self.engine.inbounds if i.tag == self.names_tag]
             if not found or not isinstance(found[0], DnsInbound):
                 raise ConfigError(f'inbound "{self.tag}": names = {self.names_tag!r} is not '
                                   "the tag of a dns inbound")
