@@ -201,3 +201,53 @@ class _Reader:
     def u16_list(self, byte_count: int) -> tuple[int, ...]:
         raw = self.take(byte_count - byte_count % 2)
         return struct.unpack(f"!{len(raw) // 2}H", raw)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerHello:
+    """A server's ServerHello as a REALITY server copies it from dest (RFC 8446 §4.1.3)."""
+
+    message: bytes  # type, length, body
+    random: bytes
+    session_id: bytes
+    cipher_suite: int
+    supported_version: int | None
+    key_share: tuple[int, bytes] | None
+    key_share_offset: int  # where the key_share's key_exchange starts in `message` (0: none)
+
+
+HELLO_RETRY_RANDOM = bytes.fromhex(
+    "cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c"
+)  # RFC 8446 §4.1.3: a ServerHello with this random is a HelloRetryRequest
+
+
+def parse_server_hello(message: bytes) -> ServerHello:
+    """Parse a ServerHello handshake message; ProtocolError if it is none (or an HRR)."""
+    if len(message) < 4 or message[0] != HANDSHAKE_SERVER_HELLO:
+        raise ProtocolError("not a ServerHello")
+    reader = _Reader(message[4 : 4 + int.from_bytes(message[1:4], "big")])
+    reader.u16()  # legacy_version
+    random = reader.take(32)
+    if random == HELLO_RETRY_RANDOM:
+        raise ProtocolError("a HelloRetryRequest")
+    session_id = reader.take(reader.u8())
+    cipher = reader.u16()
+    reader.u8()  # legacy_compression_method
+    version: int | None = None
+    share: tuple[int, bytes] | None = None
+    share_offset = 0
+    if reader.left():
+        ext_reader = _Reader(reader.take(reader.u16()))
+        base = 4 + reader.offset - ext_reader.left()
+        while ext_reader.left():
+            kind = ext_reader.u16()
+            body = ext_reader.take(ext_reader.u16())
+            if kind == EXT_SUPPORTED_VERSIONS and len(body) == 2:
+                version = int.from_bytes(body, "big")
+            elif kind == EXT_KEY_SHARE and len(body) >= 4:
+                share = (int.from_bytes(body[:2], "big"), body[4:])
+                share_offset = base + ext_reader.offset - len(body) + 4
+    return ServerHello(
+        message=message, random=random, session_id=session_id, cipher_suite=cipher,
+        supported_version=version, key_share=share, key_share_offset=share_offset,
+    )
