@@ -207,6 +207,7 @@ class Refusal(Enum):
     SHORT_ID = "short_id"
     CLOCK = "clock"
     CLIENT_VERSION = "client_version"
+    REPLAY = "replay"
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +249,35 @@ def authenticate(hello: ClientHello, keys: RealityKeys, now: float) -> Authentic
     if token.short_id not in keys.short_ids:
         return Refusal.SHORT_ID
     return Authenticated(auth_key=auth_key, token=token)
+
+
+class ReplayFilter:
+    """Session ids already answered, so that a replayed hello meets dest as a stranger's does
+    (XTLS/REALITY answers a replay itself: the prober cannot finish that handshake, but it
+    sees an answer that is not dest's). A sealed session id carries its time: one older than
+    the clock window is refused anyway, so only the window's ids need remembering; without a
+    window the newest `capacity` are kept."""
+
+    def __init__(self, window: float, capacity: int = 1 << 16) -> None:
+        self.window = window
+        self.capacity = capacity
+        self._seen: dict[bytes, float] = {}  # insertion order is arrival order
+
+    def first_time(self, session_id: bytes, now: float) -> bool:
+        seen = self._seen
+        if self.window:
+            horizon = now - 2 * self.window
+            while seen:
+                oldest = next(iter(seen))
+                if seen[oldest] >= horizon:
+                    break
+                del seen[oldest]
+        if session_id in seen:
+            return False
+        if len(seen) >= self.capacity:
+            del seen[next(iter(seen))]
+        seen[session_id] = now
+        return True
 
 
 # -- the temporary certificate -----------------------------------------------------------------

@@ -158,7 +158,9 @@ class RecordProtection:
         self._seq += 1
         return nonce
 
-    def seal(self, content_type: int, data: bytes | memoryview, padding: int = 0) -> bytes:
+    def seal(
+        self, content_type: int, data: bytes | bytearray | memoryview, padding: int = 0
+    ) -> bytes:
         """One record: header | AEAD(data | type | zeros) with the header as AAD. `data` must
         fit a record (MAX_PLAINTEXT)."""
         inner = bytes(data) + bytes((content_type,)) + bytes(padding)
@@ -166,7 +168,7 @@ class RecordProtection:
                                     len(inner) + TAG_SIZE)
         return header + self._aead.encrypt(self._nonce(), inner, header)
 
-    def seal_stream(self, content_type: int, data: bytes | memoryview) -> bytes:
+    def seal_stream(self, content_type: int, data: bytes | bytearray | memoryview) -> bytes:
         """`data` cut into full records (the last one shorter), sealed and joined."""
         view = memoryview(data)
         if len(view) <= MAX_PLAINTEXT:

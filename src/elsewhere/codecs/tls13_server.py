@@ -366,7 +366,7 @@ class Tls13Server:
 
     # -- records out ----------------------------------------------------------------------------
 
-    def send(self, data: bytes | memoryview) -> bytes:
+    def send(self, data: bytes | bytearray | memoryview) -> bytes:
         assert self._writer is not None
         return self._writer.seal_stream(CONTENT_APPLICATION_DATA, data)
 

@@ -8,7 +8,8 @@ UDP:       both directions after the headers carry u16 BE length | packet, again
 
 Address types are VLESS's own numbering, 1 IPv4, 2 domain, 3 IPv6, not SOCKS5's; and the port
 comes before the address. Addons: the only field Xray defines is Flow (1, string; plus Seed 2);
-a request that asks for a flow (XTLS Vision) is refused, since we do not implement one.
+a request that asks for a flow is refused unless the server allows that flow (XTLS Vision on
+the REALITY server, codecs/vision.py).
 
 The server never consumes bytes it cannot prove are VLESS: `parse_request` returns the request,
 returns None while the buffer is a strict prefix of one that may still be valid, or raises
@@ -79,17 +80,21 @@ class VlessRequest(Generic[T]):
     command: int  # CMD_TCP or CMD_UDP
     destination: Destination
     header_length: int
+    flow: str = ""  # "xtls-rprx-vision" when asked for (and allowed)
 
     @property
     def network(self) -> Network:
         return "udp" if self.command == CMD_UDP else "tcp"
 
 
-def parse_request(buf: Buffer, users: Mapping[bytes, T]) -> VlessRequest[T] | None:
+def parse_request(
+    buf: Buffer, users: Mapping[bytes, T], flows: frozenset[str] = frozenset()
+) -> VlessRequest[T] | None:
     """Parse the request at the start of `buf` for `users` (16-byte UUID -> user).
 
     None: a strict prefix, feed more. AuthenticationError: a UUID nobody holds. ProtocolError:
-    not VLESS, or VLESS we do not speak (mux, XTLS flows). Never consumes: `buf` is only read."""
+    not VLESS, or VLESS we do not speak (mux, a flow not in `flows`). Never consumes: `buf` is
+    only read."""
     view = memoryview(buf)
     end = len(view)
     if end == 0:
@@ -108,7 +113,9 @@ def parse_request(buf: Buffer, users: Mapping[bytes, T]) -> VlessRequest[T] | No
     offset += 1
     if end < offset + addons_len:
         return None
-    _check_addons(bytes(view[offset : offset + addons_len]))
+    flow = _addons_flow(bytes(view[offset : offset + addons_len]))
+    if flow and flow not in flows:
+        raise ProtocolError(f"VLESS flow {flow!r} is not supported here")
     offset += addons_len
     if end <= offset:
         return None
@@ -122,18 +129,27 @@ def parse_request(buf: Buffer, users: Mapping[bytes, T]) -> VlessRequest[T] | No
     if parsed is None:
         return None
     destination, offset = parsed
-    return VlessRequest(user, command, destination, offset)
+    return VlessRequest(user, command, destination, offset, flow)
 
 
 def encode_request(
-    uuid_bytes: bytes, command: int, destination: Destination, payload: bytes = b""
+    uuid_bytes: bytes,
+    command: int,
+    destination: Destination,
+    payload: bytes = b"",
+    flow: str = "",
 ) -> bytes:
-    """The client's first bytes: header (no addons) and `payload` in the same write."""
+    """The client's first bytes: header (addons: the flow, if any) and `payload` in the same
+    write."""
     if len(uuid_bytes) != UUID_LEN:
         raise ValueError("uuid_bytes must be the 16 bytes from parse_uuid()")
     if command not in (CMD_TCP, CMD_UDP):
         raise ValueError(f"unsupported VLESS command {command}")
-    header = bytes((VERSION,)) + uuid_bytes + bytes((0, command)) + _encode_address(destination)
+    addons = encode_addons(flow)
+    header = (
+        bytes((VERSION,)) + uuid_bytes + bytes((len(addons),)) + addons + bytes((command,))
+        + _encode_address(destination)
+    )
     return header + payload
 
 
@@ -188,8 +204,15 @@ class UdpDecoder:
         return len(self._buf)
 
 
-def _check_addons(addons: bytes) -> None:
-    """Walk the protobuf Addons message; refuse a Flow, skip other known wire types."""
+def encode_addons(flow: str) -> bytes:
+    """The Addons message with only Flow set (as Xray's clients send it)."""
+    name = flow.encode()
+    return bytes((ADDONS_FLOW << 3 | 2, len(name))) + name if name else b""
+
+
+def _addons_flow(addons: bytes) -> str:
+    """Walk the protobuf Addons message; return its Flow, skip other known wire types."""
+    flow = ""
     offset = 0
     while offset < len(addons):
         key, offset = _varint(addons, offset)
@@ -200,12 +223,12 @@ def _check_addons(addons: bytes) -> None:
             length, offset = _varint(addons, offset)
             if offset + length > len(addons):
                 raise ProtocolError("VLESS addons field runs past its length")
-            if field == ADDONS_FLOW and length:
+            if field == ADDONS_FLOW:
                 flow = addons[offset : offset + length].decode("utf-8", "replace")
-                raise ProtocolError(f"VLESS flow {flow!r} is not supported")
             offset += length
         else:
             raise ProtocolError(f"VLESS addons use protobuf wire type {wire_type}")
+    return flow
 
 
 def _varint(data: bytes, offset: int) -> tuple[int, int]:

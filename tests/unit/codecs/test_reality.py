@@ -11,7 +11,6 @@ from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_pri
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from hellos import as_records, client_hello_message
 
 from elsewhere.codecs import reality
 from elsewhere.codecs.reality import (
@@ -31,6 +30,7 @@ from elsewhere.codecs.reality import (
 )
 from elsewhere.codecs.tls_hello import parse_client_hello
 from elsewhere.errors import ConfigError
+from hellos import as_records, client_hello_message
 
 SERVER_PRIVATE = bytes.fromhex("a8" * 32)
 SERVER_PUBLIC = reality.public_key(SERVER_PRIVATE)
@@ -187,3 +187,15 @@ def test_a_real_sites_certificate_never_passes_as_a_temporary_one() -> None:
     )
     assert not verify_temporary_certificate(cert.public_bytes(serialization.Encoding.DER),
                                             os.urandom(32))
+
+
+def test_a_session_id_is_answered_once_and_forgotten_after_the_clock_window() -> None:
+    replays = reality.ReplayFilter(window=60)
+    assert replays.first_time(b"a" * 32, now=NOW)
+    assert not replays.first_time(b"a" * 32, now=NOW + 30)
+    assert replays.first_time(b"b" * 32, now=NOW + 30)
+    assert replays.first_time(b"a" * 32, now=NOW + 500)  # the token's own time refuses it now
+    bounded = reality.ReplayFilter(window=0, capacity=2)
+    for sid in (b"1", b"2", b"3"):
+        assert bounded.first_time(sid, now=NOW)
+    assert bounded.first_time(b"1", now=NOW) and not bounded.first_time(b"3", now=NOW)

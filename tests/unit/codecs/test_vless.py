@@ -89,11 +89,16 @@ def test_addons_without_a_flow_are_skipped() -> None:
     assert request.header_length == len(raw)
 
 
-def test_a_requested_flow_is_refused_because_we_implement_none() -> None:
+def test_a_requested_flow_is_refused_unless_the_server_allows_it() -> None:
     flow = b"\x0a\x10xtls-rprx-vision"
     raw = b"\x00" + ALICE + bytes((len(flow),)) + flow + b"\x01\x01\xbb\x01\x01\x02\x03\x04"
     with pytest.raises(ProtocolError, match="flow"):
         parse_request(raw, USERS)
+    request = parse_request(raw, USERS, frozenset({"xtls-rprx-vision"}))
+    assert request is not None and request.flow == "xtls-rprx-vision"
+    assert request.header_length == len(raw)
+    dest = Destination("1.2.3.4", 443)
+    assert encode_request(ALICE, CMD_TCP, dest, flow="xtls-rprx-vision") == raw
 
 
 def test_unknown_uuid_is_an_authentication_error_so_the_adapter_falls_back() -> None:
