@@ -295,11 +295,6 @@ class _VlessStart(asyncio.Protocol):
             self.inbound.tag, request.destination, request.network, user=request.user,
             source=transport.get_extra_info("peername"),
         )
-        if request.flow:
-            from elsewhere.inbounds.vision import serve_vision
-
-            serve_vision(self.inbound, transport, session, request, initial)
-            return
         if request.network == "udp":
             from elsewhere.inbounds.tls import _StreamDatagrams
 
@@ -363,7 +358,7 @@ class RealityInbound:
                 self.users[vless.parse_uuid(entry["uuid"])] = str(entry["id"])
         except KeyError as exc:
             raise ConfigError(f"{where}: every user needs {exc.args[0]}") from None
-        self.flows = frozenset({VISION})
+        self.flows: frozenset[str] = frozenset()  # XTLS Vision: codecs/vision.py
         self.udp_timeout = float(options.get("udp_timeout", 60))
         self.certificate = CertificateTemplate.generate()
         self.replays = reality.ReplayFilter(self.keys.max_time_diff)
