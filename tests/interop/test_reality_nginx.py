@@ -191,3 +191,69 @@ async def _settled(check: Any) -> None:
     async with asyncio.timeout(TIMEOUT):
         while not check():
             await asyncio.sleep(0.01)
+
+
+def fake_server_hello() -> bytes:
+    """An inner ServerHello record (TLS 1.3, AES-128-GCM) as Vision's filter reads one."""
+    extensions = b"\x00\x2b\x00\x02\x03\x04"
+    body = (b"\x03\x03" + os.urandom(32) + b"\x20" + os.urandom(32) + b"\x13\x01\x00"
+            + len(extensions).to_bytes(2, "big") + extensions)
+    message = b"\x02" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x03" + len(message).to_bytes(2, "big") + message
+
+
+def app_record(size: int) -> bytes:
+    return b"\x17\x03\x03" + size.to_bytes(2, "big") + os.urandom(size)
+
+
+async def test_vision_inside_reality_pads_then_both_directions_leave_our_tls(
+    nginx: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Through an echo, the client's inner "ServerHello" comes back as if the site had sent it:
+    both sides then know the inner stream is TLS 1.3, and its first application record makes
+    each go direct. What follows is raw TCP both ways, not records of ours."""
+    import logging
+
+    from elsewhere.codecs.vision import FLOW, TrafficState, VisionReader, VisionWriter
+
+    caplog.set_level(logging.DEBUG, logger="elsewhere.vision")
+    uuid = vless.parse_uuid(UUID)
+    async with reality_server(nginx) as (_engine, inbound), tcp_echo() as echo:
+        async with asyncio.timeout(TIMEOUT):
+            connection = await connect(inbound.port, RealityParams(PUBLIC, SHORT_ID))
+            state = TrafficState()
+            writer, reader = VisionWriter(state, uuid), VisionReader(state, uuid)
+            hello = fake_server_hello()
+            header = vless.encode_request(uuid, vless.CMD_TCP, Destination("127.0.0.1", echo),
+                                          flow=FLOW)
+            connection.send(header + writer.encode(hello)[0])
+            got, head = b"", b""
+            while len(head) < 2:
+                head += await connection.receive()
+            assert head[:2] == vless.encode_response()
+            got, _ = reader.decode(head[2:])
+            while len(got) < len(hello):
+                plain, _ = reader.decode(await connection.receive())
+                got += plain
+            assert got == hello
+            record = app_record(3000)
+            padded, direct = writer.encode(record)
+            assert direct  # our side goes direct after this write
+            connection.send(padded)
+            got = b""
+            while not reader.direct:
+                plain, _ = reader.decode(await connection.receive())
+                got += plain
+            assert got == record
+            raw = os.urandom(50_000)
+            connection.writer.write(raw)  # not sealed: the server must take it as it is
+            back = connection.splitter.take_rest()
+            while len(back) < len(raw):
+                chunk = await connection.reader.read(65536)
+                assert chunk, "the server closed"
+                back += chunk
+            assert back == raw  # and the echo came back unsealed
+            connection.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert "XTLS Vision: we went direct" in messages
+    assert "XTLS Vision: the peer went direct" in messages

@@ -81,6 +81,7 @@ class VlessRequest(Generic[T]):
     destination: Destination
     header_length: int
     flow: str = ""  # "xtls-rprx-vision" when asked for (and allowed)
+    uuid: bytes = b""  # the 16 bytes the user sent (Vision's first frame repeats them)
 
     @property
     def network(self) -> Network:
@@ -129,7 +130,7 @@ def parse_request(
     if parsed is None:
         return None
     destination, offset = parsed
-    return VlessRequest(user, command, destination, offset, flow)
+    return VlessRequest(user, command, destination, offset, flow, bytes(view[1 : 1 + UUID_LEN]))
 
 
 def encode_request(

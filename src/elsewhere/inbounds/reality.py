@@ -16,26 +16,27 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from elsewhere.codecs import reality, vless
+from elsewhere.codecs import reality, vision, vless
 from elsewhere.codecs.address import NeedMoreData
 from elsewhere.codecs.reality import Authenticated, CertificateTemplate, RealityKeys
 from elsewhere.codecs.tls13_server import DestFlight, ServerIdentity, Tls13Server, read_dest_flight
 from elsewhere.codecs.tls_hello import MAX_HELLO, ClientHello, parse_client_hello
 from elsewhere.errors import ConfigError, ProtocolError
 from elsewhere.inbounds.base import register
+from elsewhere.inbounds.tls import _StreamDatagrams as StreamDatagrams
 from elsewhere.inbounds.tunnel import parse_destination
 from elsewhere.relay import IdleTimer, Relay
 from elsewhere.session import Session
 from elsewhere.transports.layer import Pending
 from elsewhere.transports.tcp import listen
 from elsewhere.transports.tls13_server_layer import Tls13ServerLayer
+from elsewhere.transports.vision import start_vision
 
 if TYPE_CHECKING:
     from elsewhere.engine import Engine
 
 log = logging.getLogger("elsewhere.reality")
 
-VISION = "xtls-rprx-vision"
 # A connection joined to dest is dest's to end; this only reaps abandoned ones (as the TLS
 # server's upstream fallback).
 SPLICE_IDLE_TIMEOUT = 300.0
@@ -295,18 +296,17 @@ class _VlessStart(asyncio.Protocol):
             self.inbound.tag, request.destination, request.network, user=request.user,
             source=transport.get_extra_info("peername"),
         )
-        if request.network == "udp":
-            from elsewhere.inbounds.tls import _StreamDatagrams
-
-            transport.pause_reading()
-            _StreamDatagrams(self.inbound, transport, session, True, initial)  # type: ignore[arg-type]
-            return
         transport.pause_reading()
+        if request.flow:  # XTLS Vision between our TLS layer and the relay
+            transport, initial = start_vision(transport, request, initial)
+        if request.network == "udp":
+            StreamDatagrams(self.inbound, transport, session, True, initial,  # type: ignore[arg-type]
+                            respond=not request.flow)
+            return
         transport.set_protocol(Pending())
-        engine.spawn(engine.serve_tcp(
-            session, transport, initial, on_open=lambda _remote: transport.write(
-                vless.encode_response())
-        ))
+        respond = None if request.flow else (lambda _remote: transport.write(
+            vless.encode_response()))
+        engine.spawn(engine.serve_tcp(session, transport, initial, on_open=respond))
 
     def _end(self) -> None:
         self.done = True
@@ -358,7 +358,7 @@ class RealityInbound:
                 self.users[vless.parse_uuid(entry["uuid"])] = str(entry["id"])
         except KeyError as exc:
             raise ConfigError(f"{where}: every user needs {exc.args[0]}") from None
-        self.flows: frozenset[str] = frozenset()  # XTLS Vision: codecs/vision.py
+        self.flows = frozenset({vision.FLOW})
         self.udp_timeout = float(options.get("udp_timeout", 60))
         self.certificate = CertificateTemplate.generate()
         self.replays = reality.ReplayFilter(self.keys.max_time_diff)

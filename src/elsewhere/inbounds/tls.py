@@ -7,13 +7,14 @@ all gets what nginx's `ssl` port gives plain HTTP (fallback.serve_plain_http).""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from elsewhere.codecs import http_upgrade, trojan, vless, websocket
+from elsewhere.codecs import http_upgrade, trojan, vision, vless, websocket
 from elsewhere.codecs.decoy import CLIENT_HEADER_TIMEOUT, default_content
 from elsewhere.errors import ConfigError, ProtocolError
 from elsewhere.inbounds.base import register
@@ -25,6 +26,7 @@ from elsewhere.transports.layer import Layer, Pending
 from elsewhere.transports.tcp import listen
 from elsewhere.transports.tls import ServerCertificate
 from elsewhere.transports.tls_layer import TlsServerLayer
+from elsewhere.transports.vision import start_vision
 from elsewhere.transports.websocket import WebSocketLayer
 from elsewhere.udp import NatTable, forward
 
@@ -41,6 +43,8 @@ MAX_UNDECIDED = http_upgrade.MAX_HEAD
 DECIDE_TIMEOUT = 10.0
 
 Request = trojan.TrojanRequest[str] | vless.VlessRequest[str]
+VISION_FLOWS = frozenset({vision.FLOW})
+NO_FLOWS: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -115,9 +119,11 @@ class _Detect(asyncio.Protocol):
         buf = self.buffer
         users = self.inbound.users
         undecided = False
+        # XTLS Vision only straight over our TLS (as Xray: never inside a WebSocket)
+        flows = VISION_FLOWS if self.inbound.ssl is not None and not self.inner else NO_FLOWS
         for parse, table in (
             (trojan.parse_request, users.trojan),
-            (vless.parse_request, users.vless),
+            (functools.partial(vless.parse_request, flows=flows), users.vless),
         ):
             if not table:
                 continue
@@ -204,11 +210,19 @@ class _Detect(asyncio.Protocol):
             user=user,
             source=transport.get_extra_info("peername"),
         )
+        flow = request.flow if isinstance(request, vless.VlessRequest) else ""
+        if isinstance(request, vless.VlessRequest) and flow:
+            # XTLS Vision: the padded stream between the TLS layer and the relay
+            transport, initial = start_vision(transport, request, initial)
         if request.network == "udp":
-            _StreamDatagrams(self.inbound, transport, session, is_vless, initial)
+            _StreamDatagrams(self.inbound, transport, session, is_vless, initial,
+                             respond=not flow)
             return
         transport.set_protocol(Pending())
-        on_open = (lambda _remote: transport.write(vless.encode_response())) if is_vless else None
+        on_open = (
+            (lambda _remote: transport.write(vless.encode_response()))
+            if is_vless and not flow else None  # Vision sends it with the first data
+        )
         engine.spawn(engine.serve_tcp(session, transport, initial, on_open=on_open))
 
 
@@ -223,6 +237,7 @@ class _StreamDatagrams(asyncio.Protocol):
         session: Session,
         is_vless: bool,
         initial: bytes,
+        respond: bool = True,
     ) -> None:
         self.inbound = inbound
         self.engine = cast("EngineAPI", inbound.engine)
@@ -236,7 +251,7 @@ class _StreamDatagrams(asyncio.Protocol):
         self.nat.start()
         self.timer = IdleTimer(self.engine.idle_timeout, transport.close)
         transport.set_protocol(self)
-        if is_vless:
+        if is_vless and respond:  # (under Vision the response goes with the first packet)
             transport.write(vless.encode_response())
         if initial:
             self.data_received(initial)

@@ -111,7 +111,9 @@ class Tls13ServerLayer(Layer):
         self.lower.write(self.tls.send(data))
 
     def write_eof(self) -> None:
-        raise NotImplementedError("TLS here has no half-close; close() sends close_notify")
+        if not self._raw_out or self.lower is None:
+            raise NotImplementedError("TLS here has no half-close; close() sends close_notify")
+        self.lower.write_eof()  # after Vision's direct: the raw stream's own FIN
 
     def can_write_eof(self) -> bool:
         return self._raw_out and self.lower is not None and self.lower.can_write_eof()

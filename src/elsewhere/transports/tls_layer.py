@@ -108,6 +108,10 @@ class TlsServerLayer(asyncio.BufferedProtocol, asyncio.Transport):
         self._upper_connected = False
         self._eof_pending = False  # the peer's end, read while the protocol above was paused
         self._peer_done = False  # ... and passed up
+        # XTLS Vision (transports/vision.py): records to OpenSSL one at a time, then raw
+        self._records: bytearray | None = None
+        self._raw_in = False
+        self._raw_out = False
 
     # asyncio.BufferedProtocol (the TCP transport below calls these)
 
@@ -126,6 +130,14 @@ class TlsServerLayer(asyncio.BufferedProtocol, asyncio.Transport):
 
     def data_received(self, data: bytes | memoryview) -> None:
         if self._state is _OPEN:
+            if self._raw_in:
+                self.upper.data_received(bytes(data))
+                return
+            if self._records is not None:
+                self._records += data
+                if not self._paused:
+                    self._read_records()
+                return
             self._incoming.write(data)
             if not self._paused:
                 self._read()
@@ -145,6 +157,8 @@ class TlsServerLayer(asyncio.BufferedProtocol, asyncio.Transport):
         if self._state is _LINGERING:
             self._peer_closed()  # nginx's lingering read gets 0 and closes
             return False
+        if self._raw_in and self._state is _OPEN:
+            return bool(self.upper.eof_received())  # the raw stream's own FIN
         self._incoming.write_eof()
         if self._state is _HANDSHAKE:
             self._handshake()  # fails: OpenSSL answers a cut-short handshake as it does
@@ -177,6 +191,10 @@ class TlsServerLayer(asyncio.BufferedProtocol, asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._state is not _OPEN or self._closing or not data:
             return
+        if self._raw_out:
+            assert self.lower is not None
+            self.lower.write(data)
+            return
         assert self._sslobj is not None
         try:
             self._sslobj.write(data)  # the whole chunk: OpenSSL cuts it into records
@@ -189,10 +207,12 @@ class TlsServerLayer(asyncio.BufferedProtocol, asyncio.Transport):
         self.write(b"".join(list_of_data))
 
     def write_eof(self) -> None:
-        raise NotImplementedError("TLS here has no half-close; close() sends close_notify")
+        if not self._raw_out or self.lower is None:
+            raise NotImplementedError("TLS here has no half-close; close() sends close_notify")
+        self.lower.write_eof()  # after Vision's direct: the raw stream's own FIN
 
     def can_write_eof(self) -> bool:
-        return False
+        return self._raw_out and self.lower is not None and self.lower.can_write_eof()
 
     def close_lingering(self) -> None:
         """nginx's lingering close over TLS (ngx_http_set_lingering_close): close_notify and a
@@ -225,7 +245,7 @@ class TlsServerLayer(asyncio.BufferedProtocol, asyncio.Transport):
         if self._closing:
             return
         self._closing = True
-        if self._state is _OPEN and self._sslobj is not None:
+        if self._state is _OPEN and self._sslobj is not None and not self._raw_out:
             # queues close_notify; nginx does not wait for the peer's either
             with contextlib.suppress(ssl.SSLError, ValueError):
                 self._sslobj.unwrap()
@@ -296,6 +316,41 @@ class TlsServerLayer(asyncio.BufferedProtocol, asyncio.Transport):
             return default
         return self.lower.get_extra_info(name, default)
 
+    # XTLS Vision
+
+    def records_one_by_one(self) -> None:
+        """From now on OpenSSL is given one whole record at a time and drained after each, so
+        that the protocol above can call raw_reads() between two records. (Records already
+        given to it before this came with the VLESS request, before any "direct" can.)"""
+        if self._records is None:
+            self._records = bytearray()
+
+    def raw_reads(self) -> None:
+        """What follows the record just opened goes up as it is (the peer went direct)."""
+        self._raw_in = True
+
+    def raw_writes(self) -> None:
+        """Writes go to TCP as they are (we went direct), after what OpenSSL sealed before."""
+        self._flush()
+        self._raw_out = True
+
+    def _read_records(self) -> None:
+        records = self._records
+        assert records is not None
+        while not self._raw_in and not self._paused and self._state is _OPEN:
+            if len(records) < 5:
+                break
+            end = 5 + (records[3] << 8 | records[4])
+            if len(records) < end:
+                break
+            self._incoming.write(bytes(records[:end]))
+            del records[:end]
+            self._read()
+        if self._raw_in and records:
+            rest = bytes(records)
+            records.clear()
+            self.upper.data_received(rest)
+
     # private
 
     def _handshake(self) -> None:
@@ -353,6 +408,8 @@ class TlsServerLayer(asyncio.BufferedProtocol, asyncio.Transport):
         self._read_scheduled = False
         if self._state is _OPEN and not self._paused:
             self._read()
+            if self._records is not None:
+                self._read_records()
 
     def _read(self) -> None:
         """Decrypt what the incoming BIO holds and hand it up in chunks of up to READ_CHUNK,
