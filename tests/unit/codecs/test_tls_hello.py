@@ -1,12 +1,12 @@
 import os
 
 import pytest
-from hellos import as_records, client_hello_message
 
 from elsewhere.codecs.address import NeedMoreData
 from elsewhere.codecs.tls_hello import SESSION_ID_OFFSET, parse_client_hello
 from elsewhere.errors import ProtocolError
 from elsewhere.lab.clienthello import python_default_hello
+from hellos import as_records, client_hello_message
 
 RANDOM = bytes(range(32))
 SHARE = (0x001D, bytes(range(100, 132)))
