@@ -201,3 +201,74 @@ def test_dest_flights_that_cannot_be_copied_say_so() -> None:
     assert read_dest_flight(b"\x16\x03\x03\x00\x04\x02\x00\x00\x00") is False  # short SH
     assert read_dest_flight(b"HTTP/1.1 400 Bad Request\r\n") is False
     assert read_dest_flight(b"") is None
+
+
+@pytest.mark.parametrize("fingerprint", ["chrome", "firefox"])
+def test_elsewheres_reality_client_with_a_browsers_hello_authenticates_and_talks(
+    fingerprint: str,
+) -> None:
+    """codecs/tls13_client.py (another engineer's TLS 1.3 client, a browser's hello with its
+    X25519MLKEM768 and GREASE shares) against this server and codecs/reality: the server opens
+    the token, signs with ed25519 though the hello offers no ed25519, and the client takes the
+    temporary certificate."""
+    import os
+    import time
+
+    from elsewhere.codecs import client_hellos, reality
+    from elsewhere.codecs.reality_client import RealityHello
+    from elsewhere.codecs.tls13_client import DataReceived, HandshakeDone, Tls13Client
+
+    private = reality.generate_private_key()
+    sid = reality.parse_short_id("0123abcd")
+    hello_side = RealityHello(reality.public_key(private), sid, time.time())
+    shape = client_hellos.shape_for(fingerprint)
+    draft = client_hellos.HelloDraft.new(shape, NAME, ("h2", "http/1.1"), os.urandom)
+    client = Tls13Client(draft, hello_side, hello_side.finish)
+    hello = parse_client_hello(client.start())
+    assert 0x0807 not in hello.signature_algorithms  # a browser's: no ed25519
+    keys = reality.RealityKeys(private_key=private, short_ids=frozenset({sid}),
+                               server_names=frozenset({NAME}), max_time_diff=60)
+    verdict = reality.authenticate(hello, keys, time.time())
+    assert isinstance(verdict, reality.Authenticated)
+    template = reality.CertificateTemplate.generate()
+    server = Tls13Server(hello, ServerIdentity((template.for_session(verdict.auth_key),),
+                                               template.key))
+    client.feed(server.start(), time.time())
+    events = list(client.events())
+    assert any(isinstance(event, HandshakeDone) for event in events)
+    server.receive(client.data_to_send() + client.send(b"ping"))
+    assert drain(server) == b"ping"
+    client.feed(server.send(b"pong"), time.time())
+    assert [e.data for e in client.events() if isinstance(e, DataReceived)] == [b"pong"]
+
+
+def test_a_dest_that_chose_x25519mlkem768_is_copied_with_a_real_hybrid_share() -> None:
+    """dest's ServerHello names X25519MLKEM768 (as big sites answer Chrome): ours copies it
+    with our own ML-KEM ciphertext and X25519 key, and Chrome's hello finishes with it."""
+    import os
+    import struct
+    import time
+
+    from elsewhere.codecs import client_hellos
+    from elsewhere.codecs.tls13_client import HandshakeDone, Tls13Client
+    from elsewhere.codecs.tls13_trust import AnyCertificate
+
+    draft = client_hellos.HelloDraft.new(client_hellos.shape_for("chrome"), NAME, ("h2",),
+                                         os.urandom)
+    client = Tls13Client(draft, AnyCertificate())
+    hello = parse_client_hello(client.start())
+    share = struct.pack("!HH", 0x11EC, 1120) + bytes(1120)
+    extensions = struct.pack("!HHH", 0x2B, 2, 0x0304) + struct.pack("!HH", 0x33, len(share)) + share
+    body = (b"\x03\x03" + os.urandom(32) + bytes((len(hello.session_id),)) + hello.session_id
+            + b"\x13\x01\x00" + struct.pack("!H", len(extensions)) + extensions)
+    message = b"\x02" + len(body).to_bytes(3, "big") + body
+    sh_record = b"\x16\x03\x03" + len(message).to_bytes(2, "big") + message
+    dest = read_dest_flight(dest_flight([100, 1500, 300, 80], sh_record))
+    assert isinstance(dest, DestFlight)
+    ident = identity()
+    server = Tls13Server(hello, ident, dest=dest)
+    client.feed(server.start(), time.time())
+    done = [e for e in client.events() if isinstance(e, HandshakeDone)]
+    assert done and done[0].group == 0x11EC
+    server.receive(client.data_to_send())
+    assert drain(server) == b"" and server.handshake_complete
