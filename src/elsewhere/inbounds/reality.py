@@ -33,7 +33,7 @@ from elsewhere.transports.tls13_server_layer import Tls13ServerLayer
 from elsewhere.transports.vision import start_vision
 
 if TYPE_CHECKING:
-    from elsewhere.engine import Engine
+    from elsewhere.inbounds.base import EngineAPI
 
 log = logging.getLogger("elsewhere.reality")
 
@@ -72,7 +72,7 @@ class _Hello(asyncio.Protocol):
 
     def __init__(self, inbound: RealityInbound) -> None:
         self.inbound = inbound
-        self.engine = cast("Engine", inbound.engine)
+        self.engine = cast("EngineAPI", inbound.engine)
         self.transport: asyncio.Transport | None = None
         self.received = bytearray()  # what the client sent, all of it forwarded but the tail
         self.forwarded = 0
@@ -256,7 +256,7 @@ class _VlessStart(asyncio.Protocol):
 
     def __init__(self, inbound: RealityInbound) -> None:
         self.inbound = inbound
-        self.engine = cast("Engine", inbound.engine)
+        self.engine = cast("EngineAPI", inbound.engine)
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.timer: IdleTimer | None = None
@@ -364,7 +364,7 @@ class RealityInbound:
         self.replays = reality.ReplayFilter(self.keys.max_time_diff)
         self.refusals: collections.Counter[str] = collections.Counter()
         self.relays: set[Relay] = set()
-        self.engine: Engine | None = None
+        self.engine: EngineAPI | None = None
         self.server: asyncio.Server | None = None
 
     def count_probe(self, reason: str) -> None:
@@ -375,7 +375,7 @@ class RealityInbound:
     def set_users(self, users: Mapping[bytes, str]) -> None:
         self.users = dict(users)
 
-    async def start(self, engine: Engine) -> None:
+    async def start(self, engine: EngineAPI) -> None:
         self.engine = engine
         self.server = await listen(lambda: _Hello(self), self.host, self.port,
                                    f'reality inbound "{self.tag}"')
