@@ -284,3 +284,37 @@ async def test_connections_proxied_to_an_upstream_end_when_the_server_stops(
             rest = await asyncio.wait_for(reader.read(-1), 5)
         assert rest == b""
         writer.close()
+
+
+async def test_an_upgrade_registered_outside_src_is_routed_by_its_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """transports.registry's acceptors: the TLS inbound knows no upgrade by name."""
+    from elsewhere.transports.layer import Layer
+    from elsewhere.transports.registry import ACCEPTORS, Acceptor, acceptors
+
+    def accept(transport: asyncio.Transport, request: http_upgrade.UpgradeRequest) -> Layer:
+        transport.write(b"HTTP/1.1 101 Switching Protocols\r\nX-Test: yes\r\n\r\n")
+        return Layer()
+
+    def parse(
+        buf: bytes | bytearray, path: str, host: str | None
+    ) -> http_upgrade.UpgradeRequest | None:
+        return http_upgrade.parse_request(buf, path=path, host=host)
+
+    acceptors()
+    monkeypatch.setitem(ACCEPTORS, "test-up", Acceptor("test-up", "test_up", parse, accept))
+    echo, echo_port = await echo_server()
+    fallback, fallback_port, seen = await fallback_server()
+    config = server_config(tmp_path, fallback_port)
+    config["inbounds"][0]["test_up"] = "/test-secret"
+    async with echo, fallback, Engine(from_mapping(config)) as engine:
+        assert "test-up /test-secret" in engine.inbounds[0].describe()
+        reader, writer = await open_tls(engine.inbounds[0].port)  # type: ignore[attr-defined]
+        first = first_bytes("trojan", Destination("127.0.0.1", echo_port), b"ping")
+        writer.write(http_upgrade.request_head("localhost", "/test-secret", "") + first)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert b"X-Test: yes" in head
+        assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
+        writer.close()
+    assert seen == []

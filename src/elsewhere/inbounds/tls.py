@@ -14,7 +14,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from elsewhere.codecs import http_upgrade, trojan, vision, vless, websocket
+from elsewhere.codecs import http_upgrade, trojan, vision, vless
 from elsewhere.codecs.decoy import CLIENT_HEADER_TIMEOUT, default_content
 from elsewhere.errors import ConfigError, ProtocolError
 from elsewhere.inbounds.base import register
@@ -22,12 +22,12 @@ from elsewhere.inbounds.decoy_site import would_answer
 from elsewhere.inbounds.fallback import Fallback, make_fallback, serve_plain_http
 from elsewhere.relay import IdleTimer
 from elsewhere.session import Destination, Session
-from elsewhere.transports.layer import Layer, Pending
+from elsewhere.transports.layer import Pending
+from elsewhere.transports.registry import Acceptor, acceptors
 from elsewhere.transports.tcp import listen
 from elsewhere.transports.tls import ServerCertificate
 from elsewhere.transports.tls_layer import TlsServerLayer
 from elsewhere.transports.vision import start_vision
-from elsewhere.transports.websocket import WebSocketLayer
 from elsewhere.udp import NatTable, forward
 
 if TYPE_CHECKING:
@@ -137,18 +137,15 @@ class _Detect(asyncio.Protocol):
             self._accept(request)
             return
         if not self.inner:
-            for path, upgrade in self.inbound.upgrades:
+            for path, acceptor in self.inbound.upgrades:
                 try:
-                    if upgrade == "ws":
-                        req = websocket.parse_handshake(buf, path=path, host=self.inbound.ws_host)
-                    else:
-                        req = http_upgrade.parse_request(buf, path=path, host=self.inbound.ws_host)
+                    req = acceptor.parse(buf, path, self.inbound.ws_host)
                 except ProtocolError:
                     continue
                 if req is None:
                     undecided = True
                     continue
-                self._upgrade(req, upgrade)
+                self._upgrade(req, acceptor)
                 return
         if (
             not undecided
@@ -173,17 +170,12 @@ class _Detect(asyncio.Protocol):
             return
         self.inbound.fallback.take(transport, bytes(self.buffer))
 
-    def _upgrade(self, request: http_upgrade.UpgradeRequest, kind: str) -> None:
+    def _upgrade(self, request: http_upgrade.UpgradeRequest, acceptor: Acceptor) -> None:
         transport = self._stop_reading()
         rest = bytes(self.buffer[request.header_length :])
         inner = _Detect(self.inbound, inner=True)
-        if kind == "ws":
-            key = request.websocket_key or ""
-            transport.write(websocket.accept_response(key, request.protocol))
-            layer: Layer = WebSocketLayer(client=False, upper=inner)
-        else:
-            transport.write(http_upgrade.upgrade_response(request.websocket_key))
-            layer = Layer(upper=inner)
+        layer = acceptor.accept(transport, request)
+        layer.set_protocol(inner)
         transport.set_protocol(layer)
         layer.connection_made(transport)
         if request.early_data:
@@ -309,13 +301,12 @@ class TlsInbound:
         self.udp_timeout = float(options.get("udp_timeout", 60))
         self.decide_timeout = float(options.get("decide_timeout", DECIDE_TIMEOUT))
         self.header_timeout = float(options.get("client_header_timeout", CLIENT_HEADER_TIMEOUT))
-        self.upgrades: list[tuple[str, str]] = []
-        ws = options.get("websocket")
-        if ws:
-            self.upgrades.append((_path(tag, ws), "ws"))
-        hu = options.get("httpupgrade")
-        if hu:
-            self.upgrades.append((_path(tag, hu), "httpupgrade"))
+        # (path, acceptor) for every registered upgrade this config turns on
+        self.upgrades: list[tuple[str, Acceptor]] = [
+            (_path(tag, options[acceptor.option]), acceptor)
+            for acceptor in acceptors().values()
+            if options.get(acceptor.option)
+        ]
         self.ws_host: str | None = options.get("host")
         self.fallback: Fallback = make_fallback(tag, options, header_timeout=self.header_timeout)
         self.decoy_model = default_content()  # what a web server answers, for timing
@@ -370,7 +361,7 @@ class TlsInbound:
 
     def describe(self) -> str:
         kinds = [k for k, t in (("trojan", self.users.trojan), ("vless", self.users.vless)) if t]
-        carriers = ["tls" if self.ssl else "tcp"] + [f"{k} {p}" for p, k in self.upgrades]
+        carriers = ["tls" if self.ssl else "tcp"] + [f"{a.name} {p}" for p, a in self.upgrades]
         return f"{'+'.join(kinds) or 'no users'} over {', '.join(carriers)} {self.host}:{self.port}"
 
 

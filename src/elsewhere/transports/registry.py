@@ -32,6 +32,17 @@ How a transport plugs in (a new transport is a new file in this package, nothing
   share-link parameters `security`, `type` and `flow` by these roles; a config may also give
   `stack = "tcp > tls > ws"` outright.
 
+Server side: where a server composes layers, the layer registers an Acceptor beside its dialer.
+The TLS inbound routes a first request on a secret path to the acceptor whose `option` its
+config sets (`websocket = { path = "/ws" }`, `httpupgrade = "/up"`):
+
+    register_acceptor(Acceptor("ws", option="websocket", parse=parse_ws, accept=accept_ws))
+
+`parse(buffer, path, host)` reads the HTTP head at the start of what the client sent: an
+http_upgrade.UpgradeRequest when it is one for us, None while incomplete, ProtocolError when it
+is not (the fallback then gets every byte). `accept(transport, request)` writes the answer and
+returns the layer to put on `transport` (its upper protocol is then the inbound's reader).
+
 Modules of this package register themselves when imported; load_all() imports them all but
 those in ON_DEMAND (an optional dependency, imported by their registration on first use)."""
 
@@ -48,6 +59,9 @@ from typing import TYPE_CHECKING
 from elsewhere.transports.layer import Layer
 
 if TYPE_CHECKING:
+    import asyncio
+
+    from elsewhere.codecs.http_upgrade import UpgradeRequest
     from elsewhere.transports.settings import StreamSettings
 
 log = logging.getLogger("elsewhere.transports")
@@ -91,6 +105,29 @@ TRANSPORTS: dict[str, Transport] = {}
 def register(transport: Transport) -> Transport:
     TRANSPORTS[transport.name] = transport
     return transport
+
+
+@dataclass(frozen=True)
+class Acceptor:
+    """One registered server layer (see the module docstring)."""
+
+    name: str
+    option: str
+    parse: Callable[[bytes | bytearray, str, str | None], UpgradeRequest | None]
+    accept: Callable[[asyncio.Transport, UpgradeRequest], Layer]
+
+
+ACCEPTORS: dict[str, Acceptor] = {}
+
+
+def register_acceptor(acceptor: Acceptor) -> Acceptor:
+    ACCEPTORS[acceptor.name] = acceptor
+    return acceptor
+
+
+def acceptors() -> dict[str, Acceptor]:
+    load_all()
+    return ACCEPTORS
 
 
 def named(role: str) -> tuple[str, ...]:

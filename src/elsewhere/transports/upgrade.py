@@ -1,6 +1,7 @@
-"""`ws` (RFC 6455) and `httpupgrade` (Xray's: a WebSocket handshake, then raw bytes), the client
-stack's HTTP Upgrade layers: the upgrade request on the configured path and Host, the server's
-101 read before the stream is handed up. Over `ws` the stream is framed (WebSocketLayer)."""
+"""`ws` (RFC 6455) and `httpupgrade` (Xray's: a WebSocket handshake, then raw bytes), the HTTP
+Upgrade layers. Client: the upgrade request on the configured path and Host, the server's 101
+read before the stream is handed up. Server (acceptors): the request checked against our path
+and Host, the 101 sent. Over `ws` the stream is framed (WebSocketLayer) both ways."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 from elsewhere.codecs import http_upgrade, websocket
 from elsewhere.errors import ProtocolError
 from elsewhere.transports.layer import Layer, Pending, stack
-from elsewhere.transports.registry import Transport, register
+from elsewhere.transports.registry import Acceptor, Transport, register, register_acceptor
 from elsewhere.transports.websocket import WebSocketLayer
 
 if TYPE_CHECKING:
@@ -86,5 +87,35 @@ async def dial_httpupgrade(
     return lower
 
 
+def parse_ws(
+    buffer: bytes | bytearray, path: str, host: str | None
+) -> http_upgrade.UpgradeRequest | None:
+    return websocket.parse_handshake(buffer, path=path, host=host)
+
+
+def accept_ws(transport: asyncio.Transport, request: http_upgrade.UpgradeRequest) -> Layer:
+    transport.write(websocket.accept_response(request.websocket_key or "", request.protocol))
+    return WebSocketLayer(client=False)
+
+
+def parse_httpupgrade(
+    buffer: bytes | bytearray, path: str, host: str | None
+) -> http_upgrade.UpgradeRequest | None:
+    return http_upgrade.parse_request(buffer, path=path, host=host)
+
+
+def accept_httpupgrade(
+    transport: asyncio.Transport, request: http_upgrade.UpgradeRequest
+) -> Layer:
+    transport.write(http_upgrade.upgrade_response(request.websocket_key))
+    return Layer()
+
+
 register(Transport("ws", dial_ws, options=("path", "host")))
 register(Transport("httpupgrade", dial_httpupgrade, options=("path", "host")))
+register_acceptor(Acceptor("ws", option="websocket", parse=parse_ws, accept=accept_ws))
+register_acceptor(
+    Acceptor(
+        "httpupgrade", option="httpupgrade", parse=parse_httpupgrade, accept=accept_httpupgrade
+    )
+)
