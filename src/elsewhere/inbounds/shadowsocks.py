@@ -23,7 +23,7 @@ from elsewhere.codecs.shadowsocks import (
 )
 from elsewhere.errors import ConfigError, ProtocolError
 from elsewhere.inbounds.base import register
-from elsewhere.inbounds.stealth import Handshake
+from elsewhere.inbounds.stealth import Handshake, unanswered
 from elsewhere.session import Destination, Session
 from elsewhere.transports.layer import CryptoLayer
 from elsewhere.transports.tcp import listen_pair, listening_port
@@ -128,28 +128,16 @@ class _Handshake(Handshake):
         self._start(destination, self.header[end:])
 
     def _start(self, destination: Destination, initial: bytes) -> None:
-        transport, key, decryptor = self.transport, self.key, self.decryptor
-        assert transport is not None and key is not None and decryptor is not None
-        assert self.timer is not None
-        engine = self.engine
-        if not engine.admit(key.id):
-            self.unmask()
-            return
-        transport.pause_reading()
-        encryptor = StreamEncryptor(key.cipher)
-        # our own salts go into the filter too, so a reply reflected back at us is a replay
-        self.inbound.salts.check_and_add(encryptor.salt)
-        layer = CryptoLayer(encryptor.encrypt, decryptor.decrypt)
-        transport.set_protocol(layer)
-        layer.connection_made(transport)
-        session = Session(
-            self.inbound.tag,
-            destination,
-            "tcp",
-            user=key.id,
-            source=transport.get_extra_info("peername"),
-        )
-        engine.spawn(engine.serve_tcp(session, layer, initial, timer=self.timer))
+        key, decryptor = self.key, self.decryptor
+        assert key is not None and decryptor is not None
+
+        def layer() -> CryptoLayer:
+            encryptor = StreamEncryptor(key.cipher)
+            # our own salts go into the filter too, so a reply reflected back at us is a replay
+            self.inbound.salts.check_and_add(encryptor.salt)
+            return CryptoLayer(encryptor.encrypt, decryptor.decrypt)
+
+        self.proven(self.inbound.tag, key.id, destination, layer, initial)
 
 
 class _Datagrams(asyncio.DatagramProtocol):
@@ -182,12 +170,12 @@ class _Datagrams(asyncio.DatagramProtocol):
                 key = ring.promote(index)
                 break
             else:
-                engine.stats.probes += 1
+                unanswered(engine)
                 return
         try:
             destination, end = decode_address(plain)
         except ProtocolError:
-            engine.stats.probes += 1
+            unanswered(engine)
             return
         if not engine.admit(key.id):
             return

@@ -25,7 +25,7 @@ from elsewhere.codecs.ss2022 import (
 from elsewhere.codecs.ss2022_udp import UDP_SESSION_TIMEOUT, UdpServer
 from elsewhere.errors import ConfigError, ProtocolError
 from elsewhere.inbounds.base import register
-from elsewhere.inbounds.stealth import Handshake
+from elsewhere.inbounds.stealth import Handshake, unanswered
 from elsewhere.session import Destination, Session
 from elsewhere.transports.layer import CryptoLayer
 from elsewhere.transports.tcp import listen_pair, listening_port
@@ -95,14 +95,8 @@ class _Handshake(Handshake):
             self._start(request, payloads(events))
 
     def _start(self, request: Request, initial: bytes) -> None:
-        transport, timer, codec = self.transport, self.timer, self.codec
-        assert transport is not None and timer is not None
-        engine, inbound = self.engine, self.inbound
+        inbound, codec = self.inbound, self.codec
         user = request.user if request.user is not None else inbound.single_user
-        if not engine.admit(user):
-            self.unmask()
-            return
-        transport.pause_reading()
         clock = inbound.clock
 
         def encode(data: bytes) -> bytes:
@@ -112,17 +106,9 @@ class _Handshake(Handshake):
         def decode(data: bytes) -> bytes:
             return payloads(codec.feed(data, now=clock())) if data else b""
 
-        layer = CryptoLayer(encode, decode)
-        transport.set_protocol(layer)
-        layer.connection_made(transport)
-        session = Session(
-            inbound.tag,
-            request.destination,
-            "tcp",
-            user=user,
-            source=transport.get_extra_info("peername"),
+        self.proven(
+            inbound.tag, user, request.destination, lambda: CryptoLayer(encode, decode), initial
         )
-        engine.spawn(engine.serve_tcp(session, layer, initial, timer=timer))
 
 
 class _Datagrams(asyncio.DatagramProtocol):
@@ -146,7 +132,7 @@ class _Datagrams(asyncio.DatagramProtocol):
         try:
             packet = inbound.udp.receive(data, now=inbound.clock())
         except ProtocolError:
-            engine.stats.probes += 1  # UDP answers nobody it cannot authenticate
+            unanswered(engine)
             return
         user = packet.user if packet.user is not None else inbound.single_user
         if not engine.admit(user):

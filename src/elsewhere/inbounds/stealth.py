@@ -1,18 +1,24 @@
-"""What a Shadowsocks-family server does with a connection that never proves a key
-(DESIGN.md §4 Stealth): keep reading, never answer, and close only when the connection has
-been silent for the same idle timeout a valid session gets, so neither the reply nor the moment
-of closing depends on how many bytes were parsed."""
+"""The one stealth path of the Shadowsocks family (DESIGN.md §4 Stealth), for every server that
+cannot fall back to a web site: a connection that never proves a key is read on, never
+answered, and closed only when it has been silent for the same idle timeout a valid session
+gets, so neither the reply nor the moment of closing depends on how many bytes were parsed; a
+datagram that proves no key is dropped unanswered. A connection that proves a key is handed to
+the engine from here too, so a key over its data limit meets the same silence as a stranger.
+Each inbound only says what its codec accepts (Handshake.read raises ProtocolError)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from elsewhere.errors import ProtocolError
 from elsewhere.relay import IdleTimer
+from elsewhere.session import Destination, Session
 
 if TYPE_CHECKING:
     from elsewhere.inbounds.base import EngineAPI
+    from elsewhere.transports.layer import Layer
 
 
 class Drain(asyncio.Protocol):
@@ -65,6 +71,31 @@ class Handshake(asyncio.Protocol):
     def read(self, data: bytes) -> None:
         raise NotImplementedError
 
+    def proven(
+        self,
+        tag: str,
+        user: str,
+        destination: Destination,
+        layer: Callable[[], Layer],
+        initial: bytes,
+    ) -> None:
+        """The request proved `user`'s key: the session goes to the engine through the layer
+        `layer()` makes (the session's cipher), or, past the user's data limit, the stealth
+        reaction. `initial` is what came after the request header."""
+        transport, timer, engine = self.transport, self.timer, self.engine
+        assert transport is not None and timer is not None
+        if not engine.admit(user):
+            self.unmask()
+            return
+        transport.pause_reading()
+        stream = layer()
+        transport.set_protocol(stream)
+        stream.connection_made(transport)
+        session = Session(
+            tag, destination, "tcp", user=user, source=transport.get_extra_info("peername")
+        )
+        engine.spawn(engine.serve_tcp(session, stream, initial, timer=timer))
+
     def unmask(self) -> None:
         """Not a client of ours (or no longer one): the stealth reaction."""
         assert self.transport is not None and self.timer is not None
@@ -82,3 +113,8 @@ class Handshake(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
         self.engine.stats.probes += 1
+
+
+def unanswered(engine: EngineAPI) -> None:
+    """A datagram that proves no key: dropped without a word, and counted."""
+    engine.stats.probes += 1
