@@ -20,6 +20,7 @@ from elsewhere.errors import ConfigError, ProtocolError
 from elsewhere.inbounds.base import register
 from elsewhere.inbounds.decoy_site import would_answer
 from elsewhere.inbounds.fallback import Fallback, make_fallback, serve_plain_http
+from elsewhere.inbounds.xhttp import XhttpEndpoint
 from elsewhere.relay import IdleTimer
 from elsewhere.session import Destination, Session
 from elsewhere.transports.layer import Pending
@@ -86,6 +87,9 @@ class _Detect(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.timer = IdleTimer(self.inbound.decide_timeout, self._give_up)
+        web = self.inbound.web
+        if not self.inner and web is not None and web.negotiated_h2(self.transport):
+            self._web("h2")
 
     def data_received(self, data: bytes) -> None:
         if self.decided:
@@ -136,6 +140,14 @@ class _Detect(asyncio.Protocol):
                 continue
             self._accept(request)
             return
+        web = self.inbound.web
+        if not self.inner and web is not None:
+            verdict = web.verdict(buf)
+            if verdict is None:
+                undecided = True
+            elif verdict:
+                self._web(verdict)
+                return
         if not self.inner:
             for path, acceptor in self.inbound.upgrades:
                 try:
@@ -169,6 +181,14 @@ class _Detect(asyncio.Protocol):
             transport.close()  # a WebSocket on our path that carries nothing of ours
             return
         self.inbound.fallback.take(transport, bytes(self.buffer))
+
+    def _web(self, kind: str) -> None:
+        """An HTTP connection for XHTTP (h1 with a request on its path, or h2): the web
+        server takes it, with what it sent."""
+        web = self.inbound.web
+        assert web is not None
+        transport = self._stop_reading()
+        web.take(transport, bytes(self.buffer), kind)
 
     def _upgrade(self, request: http_upgrade.UpgradeRequest, acceptor: Acceptor) -> None:
         transport = self._stop_reading()
@@ -310,7 +330,10 @@ class TlsInbound:
         self.ws_host: str | None = options.get("host")
         self.fallback: Fallback = make_fallback(tag, options, header_timeout=self.header_timeout)
         self.decoy_model = default_content()  # what a web server answers, for timing
-        self.ssl: ssl.SSLContext | None = tls_context(tag, options)
+        self.web: XhttpEndpoint | None = XhttpEndpoint.parse(self, options)
+        self.ssl: ssl.SSLContext | None = tls_context(
+            tag, options, alpn=("h2", "http/1.1") if self.web is not None else ("http/1.1",)
+        )
         self.engine: EngineAPI | None = None
         self.server: asyncio.Server | None = None
 
@@ -358,10 +381,14 @@ class TlsInbound:
         if self.server is not None:
             self.server.close()
         self.fallback.close()
+        if self.web is not None:
+            self.web.close()
 
     def describe(self) -> str:
         kinds = [k for k, t in (("trojan", self.users.trojan), ("vless", self.users.vless)) if t]
         carriers = ["tls" if self.ssl else "tcp"] + [f"{a.name} {p}" for p, a in self.upgrades]
+        if self.web is not None:
+            carriers.append(f"xhttp {self.web.settings.path}")
         return f"{'+'.join(kinds) or 'no users'} over {', '.join(carriers)} {self.host}:{self.port}"
 
 
@@ -372,7 +399,9 @@ def _path(tag: str, value: Any) -> str:
     return path
 
 
-def tls_context(tag: str, options: Mapping[str, Any]) -> ssl.SSLContext | None:
+def tls_context(
+    tag: str, options: Mapping[str, Any], alpn: tuple[str, ...] = ("http/1.1",)
+) -> ssl.SSLContext | None:
     """`security = "none"` serves plain TCP (behind a CDN or a TLS-terminating proxy);
     otherwise `cert` and `key` files."""
     if options.get("security", "tls") == "none":
@@ -384,7 +413,7 @@ def tls_context(tag: str, options: Mapping[str, Any]) -> ssl.SSLContext | None:
             '(or security = "none" behind a TLS-terminating proxy)'
         )
     # follows the files: a certbot, Caddy or ACME renewal is served without a restart
-    return ServerCertificate(cert, key).context
+    return ServerCertificate(cert, key, alpn=alpn).context
 
 
 register("tls")(TlsInbound)

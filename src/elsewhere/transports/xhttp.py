@@ -1,0 +1,544 @@
+"""The XHTTP client (Xray's splithttp dialer.go, client.go, mux.go): each stream is a session of
+HTTP requests on a small pool of long-lived connections, like Xray's xmux defaults (3
+connections, each for 600-900 requests and 1800-3000 s), so that a censor counting TLS
+handshakes to one name sees a browser's few, not one per stream. HTTP/2 multiplexes every
+session on the pool; HTTP/1.1 (ALPN http/1.1, or no TLS) holds one connection per request in
+flight and keeps idle ones for the next.
+
+packet-up: GET <path><session> downloads; what is written goes up as POST <path><session>/<seq>
+bodies of at most scMaxEachPostBytes, no closer than scMinPostsIntervalMs, a few in flight.
+stream-up: the upload is one long POST. stream-one: one POST carries both ways."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from elsewhere.codecs import xhttp
+from elsewhere.codecs.xhttp import XhttpSettings
+from elsewhere.errors import ProtocolError
+from elsewhere.transports.layer import Layer, Pending
+from elsewhere.web.connection import ClientConnection, Exchange, Handler
+from elsewhere.web.events import Response
+from elsewhere.web.h1 import H1Client
+from elsewhere.web.h2 import H2Client
+
+CONNECT_TIMEOUT = 10.0
+MAX_POSTS_IN_FLIGHT = 4  # packet-up POSTs sent and not yet answered, per stream
+UPLOAD_HIGH = 2 * 1024 * 1024  # bytes waiting to go up before the writer is paused
+UPLOAD_LOW = 512 * 1024
+IDLE_CLOSE = 120.0  # a pooled connection without a request this long is closed
+H1_IDLE_KEPT = 8  # idle HTTP/1.1 connections kept for reuse
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and how: the server, TLS (context and SNI, None for plain HTTP), the HTTP Host."""
+
+    host: str
+    port: int
+    tls: ssl.SSLContext | None
+    sni: str | None
+    authority: str
+    settings: XhttpSettings
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
+
+
+class _Pooled:
+    """One connection of the pool (an XmuxClient) with its limits."""
+
+    __slots__ = ("conn", "left_requests", "last_used", "unreusable_at")
+
+    def __init__(self, conn: ClientConnection, xmux: xhttp.Xmux, now: float) -> None:
+        self.conn = conn
+        requests = xhttp.pick(xmux.max_request_times)
+        self.left_requests = requests if requests > 0 else 1 << 31
+        secs = xhttp.pick(xmux.max_reusable_secs)
+        self.unreusable_at = now + secs if secs > 0 else float("inf")
+        self.last_used = now
+
+    def spent(self, now: float) -> bool:
+        return self.conn.lost or self.left_requests <= 0 or now >= self.unreusable_at
+
+
+class Pool:
+    """xmux for one server and endpoint."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.h2: list[_Pooled] = []
+        self.h1_idle: list[ClientConnection] = []
+        self.http2: bool | None = None  # learnt from the first connection's ALPN
+        self.handshakes = 0  # connections opened (for tests and the handshake-rate lab)
+        self._opening: asyncio.Future[ClientConnection] | None = None
+        self._reaper: asyncio.TimerHandle | None = None
+        self.closed = False
+
+    async def _connect(self) -> ClientConnection:
+        loop = asyncio.get_running_loop()
+        target = self.target
+
+        def protocol() -> asyncio.Protocol:
+            return _Deferred(target.scheme)
+
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            transport, proto = await loop.create_connection(
+                protocol,
+                target.host,
+                target.port,
+                ssl=target.tls,
+                server_hostname=(target.sni or target.host) if target.tls is not None else None,
+            )
+        self.handshakes += 1
+        assert isinstance(proto, _Deferred)
+        conn = proto.conn
+        assert conn is not None
+        self.http2 = conn.http2
+        self._schedule_reap()
+        return conn
+
+    async def connection(self) -> ClientConnection:
+        """A connection ready for one more request (xmux's GetXmuxClient)."""
+        if self.http2 is False:
+            while self.h1_idle:
+                conn = self.h1_idle.pop()
+                if conn.usable:
+                    return conn
+                conn.close()
+            return await self._connect()
+        now = time.monotonic()
+        xmux = self.target.settings.xmux
+        for pooled in list(self.h2):
+            if pooled.spent(now):
+                self.h2.remove(pooled)
+                if not pooled.conn.exchanges:
+                    pooled.conn.close()
+        limit = xhttp.pick(xmux.max_connections)
+        usable = [p for p in self.h2 if p.conn.usable]
+        if xmux.max_concurrency[1] > 0:
+            most = xhttp.pick(xmux.max_concurrency)
+            usable = [p for p in usable if len(p.conn.exchanges) < most]
+        if not self.h2 or (limit > 0 and len(self.h2) < limit) or not usable:
+            conn = await self._open_shared()
+            if not conn.http2:
+                return conn
+            pooled = _Pooled(conn, xmux, time.monotonic())
+            self.h2.append(pooled)
+        else:
+            pooled = usable[xhttp.pick((0, len(usable) - 1))]
+        pooled.left_requests -= 1
+        pooled.last_used = time.monotonic()
+        return pooled.conn
+
+    async def _open_shared(self) -> ClientConnection:
+        """One connection being opened at a time: requests that wait for it share it (h2)."""
+        if self._opening is not None and self.http2 is not False:
+            conn = await asyncio.shield(self._opening)
+            if conn.usable:
+                return conn
+        future: asyncio.Future[ClientConnection] = asyncio.get_running_loop().create_future()
+        self._opening = future
+        try:
+            conn = await self._connect()
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # retrieved: nobody else may wait
+            raise
+        finally:
+            if self._opening is future:
+                self._opening = None
+        future.set_result(conn)
+        return conn
+
+    def release(self, conn: ClientConnection) -> None:
+        """An HTTP/1.1 connection whose exchange is over goes back for the next request."""
+        if conn.http2 or self.closed:
+            return
+        if conn.usable and len(self.h1_idle) < H1_IDLE_KEPT:
+            self.h1_idle.append(conn)
+        else:
+            conn.close()
+
+    def _schedule_reap(self) -> None:
+        if self._reaper is None and not self.closed:
+            loop = asyncio.get_running_loop()
+            self._reaper = loop.call_later(IDLE_CLOSE / 4, self._reap)
+
+    def _reap(self) -> None:
+        self._reaper = None
+        now = time.monotonic()
+        for pooled in list(self.h2):
+            if not pooled.conn.exchanges and now - pooled.last_used > IDLE_CLOSE:
+                self.h2.remove(pooled)
+                pooled.conn.close()
+        for conn in list(self.h1_idle):
+            if not conn.usable:
+                self.h1_idle.remove(conn)
+        if self.h2 or self.h1_idle:
+            self._schedule_reap()
+
+    def close(self) -> None:
+        self.closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+        for pooled in self.h2:
+            pooled.conn.close()
+        for conn in self.h1_idle:
+            conn.close()
+        self.h2.clear()
+        self.h1_idle.clear()
+
+
+class _Deferred(asyncio.Protocol):
+    """Becomes the right ClientConnection once the TLS handshake told the ALPN."""
+
+    def __init__(self, scheme: str) -> None:
+        self.scheme = scheme
+        self.conn: ClientConnection | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        ssl_object = transport.get_extra_info("ssl_object")
+        h2 = ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2"
+        conn = ClientConnection(H2Client() if h2 else H1Client(), self.scheme)
+        self.conn = conn
+        transport.set_protocol(conn)  # type: ignore[attr-defined]
+        conn.connection_made(transport)
+
+
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Target, Pool]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def pool_for(target: Target) -> Pool:
+    """The pool of this event loop for `target` (one per server and endpoint, as Xray keys its
+    globalDialerMap)."""
+    pools = _pools.setdefault(asyncio.get_running_loop(), {})
+    pool = pools.get(target)
+    if pool is None or pool.closed:
+        pool = pools[target] = Pool(target)
+    return pool
+
+
+def close_pools(match: Callable[[Target], bool] = lambda t: True) -> None:
+    """Close the pools of this loop whose target matches (an outbound that stops)."""
+    pools = _pools.get(asyncio.get_running_loop(), {})
+    for target in [t for t in pools if match(t)]:
+        pools.pop(target).close()
+
+
+class _Down(Handler):
+    def __init__(self, stream: XhttpClientStream) -> None:
+        self.stream = stream
+
+    def response(self, response: Response) -> None:
+        if response.status != 200:
+            self.stream.failed(f"download answered {response.status}")
+        else:
+            self.stream.opened()
+
+    def data(self, data: bytes) -> None:
+        self.stream.received(data)
+
+    def end(self) -> None:
+        self.stream.ended()
+
+    def reset(self) -> None:
+        self.stream.lost()
+
+    def writable(self) -> None:
+        self.stream.writable()
+
+
+class _Post(Handler):
+    """A packet-up POST (or stream-up's long one) waiting for its answer."""
+
+    def __init__(self, stream: XhttpClientStream, pool: Pool, conn: ClientConnection) -> None:
+        self.stream = stream
+        self.pool = pool
+        self.conn = conn
+        self.status = 0
+        self.exchange: Exchange | None = None
+
+    def response(self, response: Response) -> None:
+        self.status = response.status
+        if response.status != 200:
+            self.stream.failed(f"upload answered {response.status}")
+
+    def end(self) -> None:
+        if self.exchange is not None:
+            self.conn.forget(self.exchange)
+        self.pool.release(self.conn)
+        if self.status == 200:
+            self.stream.posted()
+
+    def reset(self) -> None:
+        if not self.stream.closing:
+            self.stream.failed("upload reset")
+
+    def writable(self) -> None:
+        self.stream.writable()
+
+
+class XhttpClientStream(Layer):
+    """One XHTTP session as a stream for the protocol above (VLESS, Trojan): a Layer with no
+    stream below, its bytes carried by the pool's requests."""
+
+    def __init__(self, pool: Pool, mode: str) -> None:
+        super().__init__()
+        self.pool = pool
+        self.target = pool.target
+        self.mode = mode
+        self.session = "" if mode == "stream-one" else xhttp.new_session_id()
+        self.down: Exchange | None = None
+        self.down_conn: ClientConnection | None = None
+        self.up: Exchange | None = None  # stream-up / stream-one body
+        self.pending = bytearray()  # packet-up bytes not yet posted
+        self.seq = 0
+        self.in_flight = 0
+        self.last_post = 0.0
+        self.post_timer: asyncio.TimerHandle | None = None
+        self.posting = False
+        self.writing_paused = False
+        self.closing = False
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._lost_told = False
+
+    async def start(self) -> None:
+        settings, target = self.target.settings, self.target
+        conn = await self.pool.connection()
+        self.down_conn = conn
+        kind = "stream-one" if self.mode == "stream-one" else "download"
+        method, path, headers = xhttp.request(
+            settings, kind, scheme=target.scheme, authority=target.authority, session=self.session
+        )
+        self.down = conn.open(
+            method, path, target.authority, headers, _Down(self), end=method == "GET"
+        )
+        if self.mode == "stream-one":
+            self.up = self.down
+        elif self.mode == "stream-up":
+            up_conn = await self.pool.connection()
+            method, path, headers = xhttp.request(
+                settings,
+                "stream-up",
+                scheme=target.scheme,
+                authority=target.authority,
+                session=self.session,
+            )
+            handler = _Post(self, self.pool, up_conn)
+            self.up = handler.exchange = up_conn.open(method, path, target.authority, headers, handler)
+        if self.mode == "stream-one" or self.pool.http2:
+            return  # h2 answers the head at once; stream-one's answer may wait for its body
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            await asyncio.shield(self.ready)
+
+    # from the download
+    def opened(self) -> None:
+        if not self.ready.done():
+            self.ready.set_result(None)
+
+    def failed(self, why: str) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(ProtocolError(f"xhttp: {why}"))
+            self.ready.exception()
+        self.abort()
+
+    def received(self, data: bytes) -> None:
+        self.upper.data_received(data)
+
+    def ended(self) -> None:
+        if self.closing:
+            return
+        if not self.upper.eof_received():
+            self.close()
+
+    def lost(self) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError("xhttp: download lost"))
+            self.ready.exception()
+        self.closing = True
+        self._stop_posting()
+        self._tell_lost()
+
+    def writable(self) -> None:
+        if self.writing_paused and self._may_resume():
+            self.writing_paused = False
+            self.upper.resume_writing()
+        self._post()
+
+    # asyncio.Transport (the protocol above calls these)
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.closing or not data:
+            return
+        if self.up is not None:
+            self.up.send(bytes(data))
+            if not self.writing_paused and self.up.must_pause:
+                self.writing_paused = True
+                self.upper.pause_writing()
+            return
+        self.pending += data
+        self._post()
+        if not self.writing_paused and len(self.pending) > UPLOAD_HIGH:
+            self.writing_paused = True
+            self.upper.pause_writing()
+
+    def _may_resume(self) -> bool:
+        if self.up is not None:
+            return self.up.may_resume
+        return len(self.pending) <= UPLOAD_LOW
+
+    def _post(self) -> None:
+        """packet-up: send the next POST if there is something to send and room for it."""
+        if self.closing or self.posting or not self.pending or self.up is not None:
+            return
+        if self.in_flight >= MAX_POSTS_IN_FLIGHT or self.post_timer is not None:
+            return
+        settings = self.target.settings
+        loop = asyncio.get_running_loop()
+        wait = xhttp.pick(settings.min_posts_interval_ms) / 1000 - (loop.time() - self.last_post)
+        if wait > 0:
+            self.post_timer = loop.call_later(wait, self._timer_post)
+            return
+        self.posting = True
+        task = loop.create_task(self._send_post())
+        task.add_done_callback(_quiet)
+
+    def _timer_post(self) -> None:
+        self.post_timer = None
+        self._post()
+
+    async def _send_post(self) -> None:
+        settings, target = self.target.settings, self.target
+        try:
+            conn = await self.pool.connection()
+        except (OSError, TimeoutError, ssl.SSLError):
+            self.posting = False
+            self.abort()
+            return
+        self.posting = False
+        if self.closing:
+            self.pool.release(conn)
+            return
+        size = min(len(self.pending), settings.max_each_post_bytes)
+        body = bytes(self.pending[:size])
+        del self.pending[:size]
+        method, path, headers = xhttp.request(
+            settings,
+            "packet",
+            scheme=target.scheme,
+            authority=target.authority,
+            session=self.session,
+            seq=self.seq,
+            length=size,
+        )
+        self.seq += 1
+        self.in_flight += 1
+        self.last_post = asyncio.get_running_loop().time()
+        handler = _Post(self, self.pool, conn)
+        exchange = handler.exchange = conn.open(method, path, target.authority, headers, handler)
+        exchange.send(body)
+        exchange.end()
+        if self.writing_paused and self._may_resume():
+            self.writing_paused = False
+            self.upper.resume_writing()
+        self._post()
+
+    def posted(self) -> None:
+        self.in_flight -= 1
+        self._post()
+
+    def can_write_eof(self) -> bool:
+        return self.mode != "packet-up"
+
+    def write_eof(self) -> None:
+        if self.up is not None and not self.closing:
+            self.up.end()
+
+    def _stop_posting(self) -> None:
+        if self.post_timer is not None:
+            self.post_timer.cancel()
+            self.post_timer = None
+        self.pending.clear()
+
+    def close(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self._stop_posting()
+        for exchange in (self.down, self.up):
+            if exchange is not None and not exchange.done:
+                exchange.reset()
+        self._drop_h1()
+        asyncio.get_running_loop().call_soon(self._tell_lost)
+
+    def abort(self) -> None:
+        self.close()
+
+    def _drop_h1(self) -> None:
+        """An HTTP/1.1 download cut short leaves its connection mid-response: it goes."""
+        conn = self.down_conn
+        if conn is not None and not conn.http2:
+            conn.close()
+
+    def _tell_lost(self) -> None:
+        if self._lost_told:
+            return
+        self._lost_told = True
+        if self.down_conn is not None and self.down is not None:
+            self.down_conn.forget(self.down)
+        self.upper.connection_lost(None)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def pause_reading(self) -> None:
+        if self.down is not None:
+            self.down.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.down is not None:
+            self.down.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self.down is None or not self.down.paused
+
+    def get_write_buffer_size(self) -> int:
+        return len(self.pending)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        return None
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        conn = self.down_conn
+        if conn is None or conn.transport is None:
+            return default
+        return conn.transport.get_extra_info(name, default)
+
+
+def _quiet(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+async def open_stream(target: Target) -> XhttpClientStream:
+    """A new session to `target` on its pool; its protocol is a Pending."""
+    pool = pool_for(target)
+    stream = XhttpClientStream(pool, target.settings.client_mode())
+    stream.upper = Pending()
+    try:
+        await stream.start()
+    except BaseException:
+        stream.close()
+        raise
+    return stream
