@@ -55,7 +55,7 @@ class Target:
 class _Pooled:
     """One connection of the pool (an XmuxClient) with its limits."""
 
-    __slots__ = ("conn", "left_requests", "last_used", "unreusable_at")
+    __slots__ = ("conn", "last_used", "left_requests", "unreusable_at")
 
     def __init__(self, conn: ClientConnection, xmux: xhttp.Xmux, now: float) -> None:
         self.conn = conn
@@ -90,7 +90,7 @@ class Pool:
             return _Deferred(target.scheme)
 
         async with asyncio.timeout(CONNECT_TIMEOUT):
-            transport, proto = await loop.create_connection(
+            _transport, proto = await loop.create_connection(
                 protocol,
                 target.host,
                 target.port,
@@ -211,7 +211,7 @@ class _Deferred(asyncio.Protocol):
         h2 = ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2"
         conn = ClientConnection(H2Client() if h2 else H1Client(), self.scheme)
         self.conn = conn
-        transport.set_protocol(conn)  # type: ignore[attr-defined]
+        transport.set_protocol(conn)
         conn.connection_made(transport)
 
 
@@ -337,7 +337,8 @@ class XhttpClientStream(Layer):
                 session=self.session,
             )
             handler = _Post(self, self.pool, up_conn)
-            self.up = handler.exchange = up_conn.open(method, path, target.authority, headers, handler)
+            self.up = up_conn.open(method, path, target.authority, headers, handler)
+            handler.exchange = self.up
         if self.mode == "stream-one" or self.pool.http2:
             return  # h2 answers the head at once; stream-one's answer may wait for its body
         async with asyncio.timeout(CONNECT_TIMEOUT):
