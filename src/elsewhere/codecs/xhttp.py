@@ -182,6 +182,19 @@ class XhttpSettings:
             out["noGRPCHeader"] = True
         if self.headers:
             out["headers"] = dict(self.headers)
+        if self.xmux != Xmux():
+            x = self.xmux
+            out["xmux"] = {
+                name: _format_range(value)
+                for name, value in (
+                    ("maxConnections", x.max_connections),
+                    ("maxConcurrency", x.max_concurrency),
+                    ("cMaxReuseTimes", x.max_reuse_times),
+                    ("hMaxRequestTimes", x.max_request_times),
+                    ("hMaxReusableSecs", x.max_reusable_secs),
+                )
+                if value != (0, 0)
+            }
         return out
 
     def with_mode(self, mode: str) -> XhttpSettings:

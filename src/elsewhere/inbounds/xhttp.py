@@ -1,9 +1,10 @@
 """XHTTP on the TLS-family port (inbounds.tls): the `xhttp` option names the endpoint (path,
-host, mode, Xray's `extra`), `trusted_proxies` the CDN or reverse-proxy networks whose
-X-Forwarded-For is believed. A connection whose ALPN is h2, that starts with h2c's preface, or
-whose first HTTP/1.1 request is on the path is served by web.xhttp_server; each session's
-stream then carries VLESS or Trojan exactly as a raw TLS connection would. Everything else on
-such a connection (an h2 browser, a request off the path) gets the decoy site."""
+host, mode, Xray's `extra`, and `session_timeout`, Xray's 30 s for a session to see its download
+request), `trusted_proxies` the CDN or reverse-proxy networks whose X-Forwarded-For is believed.
+A connection whose ALPN is h2, that starts with h2c's preface, or whose first HTTP/1.1 request
+is on the path is served by web.xhttp_server; each session's stream then carries VLESS or
+Trojan exactly as a raw TLS connection would. Everything else on such a connection (an h2
+browser, a request off the path) gets the decoy site."""
 
 from __future__ import annotations
 
@@ -30,13 +31,21 @@ _TOKEN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-")
 
 class XhttpEndpoint:
     def __init__(
-        self, inbound: TlsInbound, settings: xhttp.XhttpSettings, trusted: list[Network]
+        self,
+        inbound: TlsInbound,
+        settings: xhttp.XhttpSettings,
+        trusted: list[Network],
+        reap_after: float = xhttp.SESSION_REAP_SECONDS,
     ) -> None:
         self.inbound = inbound
         self.settings = settings
         self._path = settings.path.encode()
         self.server = XhttpServer(
-            settings, opened=self._opened, stranger=self._stranger, trusted=trusted
+            settings,
+            opened=self._opened,
+            stranger=self._stranger,
+            trusted=trusted,
+            reap_after=reap_after,
         )
         self.connections: set[ServerConnection] = set()
 
@@ -64,7 +73,8 @@ class XhttpEndpoint:
                 raise ConfigError(
                     f'inbound "{tag}": trusted_proxies entry {net!r} is not an address or network'
                 ) from None
-        return cls(inbound, settings, trusted)
+        reap_after = float(spec.get("session_timeout", xhttp.SESSION_REAP_SECONDS))
+        return cls(inbound, settings, trusted, reap_after)
 
     # deciding (the TLS inbound's _Detect asks)
     def negotiated_h2(self, transport: asyncio.Transport) -> bool:

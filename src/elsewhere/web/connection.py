@@ -74,6 +74,8 @@ class Exchange:
         http = cast("H1Server | H2Server", self.conn.http)
         http.respond(self.stream, status, headers, end=end, close=close)
         self.conn.flush()
+        if end and not http.http2:
+            self.conn.pump()
 
     def send(self, data: bytes) -> None:
         self.conn.http.send(self.stream, data)
@@ -82,6 +84,8 @@ class Exchange:
     def end(self) -> None:
         self.conn.http.end(self.stream)
         self.conn.flush()
+        if not self.conn.http.http2:
+            self.conn.pump()
 
     def reset(self) -> None:
         if not self.done:
@@ -131,6 +135,8 @@ class HttpConnection(asyncio.Protocol):
         self.peername: Any = None
         self.lost = False
         self.on_lost: Callable[[HttpConnection], None] | None = None
+        self._dispatching = False
+        self._pump_wanted = False
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -140,6 +146,16 @@ class HttpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.dispatch(self.http.receive(data))
+        self.flush()
+
+    def pump(self) -> None:
+        """Pipelined HTTP/1.1 requests wait in h11 until the one before is answered: take
+        them now (called when an exchange ends)."""
+        if self._dispatching:
+            self._pump_wanted = True
+            return
+        while not self.lost and (events := self.http.events()):
+            self.dispatch(events)
         self.flush()
 
     def eof_received(self) -> bool:
@@ -182,6 +198,16 @@ class HttpConnection(asyncio.Protocol):
             exchange.handler.writable()
 
     def dispatch(self, events: list[Event]) -> None:
+        self._dispatching = True
+        try:
+            self._dispatch(events)
+        finally:
+            self._dispatching = False
+        if self._pump_wanted:
+            self._pump_wanted = False
+            self.pump()
+
+    def _dispatch(self, events: list[Event]) -> None:
         for event in events:
             if isinstance(event, Data):
                 exchange = self.exchanges.get(event.stream)

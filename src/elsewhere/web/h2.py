@@ -109,6 +109,9 @@ class _H2:
             out.append(Writable())
         return out
 
+    def events(self) -> list[Event]:
+        return []  # h2 hands every event out as it receives its frame
+
     def receive_eof(self) -> list[Event]:
         self.closed = True
         out: list[Event] = [Reset(sid) for sid in list(self.conn.streams)]

@@ -284,6 +284,8 @@ class XhttpServer:
         self.reap_after = reap_after
         self.sessions: dict[str, XhttpStream] = {}
         self.rejected = 0  # answers of 4xx/5xx on the path (a counter for operators)
+        self.reaped = 0  # sessions dropped without their download
+        self.on_reaped: Callable[[], None] | None = None  # for tests: a session was reaped
 
     def take(self, exchange: Exchange) -> None:
         request = exchange.request
@@ -360,7 +362,10 @@ class XhttpServer:
         stream.reaper = None
         if stream.down is None and not stream.closed:
             log.debug("xhttp: session reaped (no download in %s s)", self.reap_after)
+            self.reaped += 1
             stream.abort()
+            if self.on_reaped is not None:
+                self.on_reaped()
 
     def _download(self, exchange: Exchange, target: Classified) -> None:
         if target.session:
@@ -412,7 +417,7 @@ class XhttpServer:
         except ProtocolError as exc:
             log.debug("xhttp: session torn down: %s", exc)
             self.refuse(exchange, 500)
-            stream.abort()
+            stream.close()  # its download ends, as Xray's once the reader fails
             return
         exchange.handler = _Drain(self, exchange)
         stream.feed(ready)
