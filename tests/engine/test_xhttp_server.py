@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import weakref
 import ssl
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +178,7 @@ async def test_a_replayed_post_is_not_delivered_twice(tmp_path: Path) -> None:
 
 
 async def test_a_gap_wider_than_the_buffer_tears_the_session_down(tmp_path: Path) -> None:
-    echo, echo_port = await echo_server()
+    echo, _echo_port = await echo_server()
     async with echo, Engine(from_mapping(config(tmp_path))) as srv:
         port = srv.inbounds[0].port  # type: ignore[attr-defined]
         down, up = await H1.open(port), await H1.open(port)
@@ -370,7 +370,7 @@ async def test_packet_up_over_h2(tmp_path: Path) -> None:
         down = client.request("GET", PATH + SID)
         payload = os.urandom(50_000)
         for seq, body in enumerate((vless_head(echo_port) + payload[:10], payload[10:])):
-            status, headers, _ = await client.response(
+            status, _headers, _ = await client.response(
                 client.request("POST", f"{PATH}{SID}/{seq}", body)
             )
             assert status == 200
