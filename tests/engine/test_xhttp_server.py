@@ -45,7 +45,6 @@ def config(tmp: Path, **xhttp: Any) -> dict[str, Any]:
                 "vless": [{"id": "vera", "uuid": UUID}],
                 "websocket": {"path": "/ws-secret"},
                 "xhttp": {"path": PATH, **xhttp},
-                "decide_timeout": 0.5,
             }
         ],
         "outbounds": [{"type": "direct", "private": "allow"}],

@@ -15,6 +15,7 @@ import asyncio
 import ssl
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -130,8 +131,12 @@ class Pool:
             conn = await self._open_shared()
             if not conn.http2:
                 return conn
-            pooled = _Pooled(conn, xmux, time.monotonic())
-            self.h2.append(pooled)
+            # those who waited for the same new connection share its entry
+            found = next((p for p in self.h2 if p.conn is conn), None)
+            if found is None:
+                found = _Pooled(conn, xmux, time.monotonic())
+                self.h2.append(found)
+            pooled = found
         else:
             pooled = usable[xhttp.pick((0, len(usable) - 1))]
         pooled.left_requests -= 1
@@ -303,7 +308,7 @@ class XhttpClientStream(Layer):
         self.down: Exchange | None = None
         self.down_conn: ClientConnection | None = None
         self.up: Exchange | None = None  # stream-up / stream-one body
-        self.pending = bytearray()  # packet-up bytes not yet posted
+        self.pending = _Chunks()  # packet-up bytes not yet posted
         self.seq = 0
         self.in_flight = 0
         self.last_post = 0.0
@@ -388,7 +393,7 @@ class XhttpClientStream(Layer):
                 self.writing_paused = True
                 self.upper.pause_writing()
             return
-        self.pending += data
+        self.pending.append(bytes(data))
         self._post()
         if not self.writing_paused and len(self.pending) > UPLOAD_HIGH:
             self.writing_paused = True
@@ -432,8 +437,7 @@ class XhttpClientStream(Layer):
             self.pool.release(conn)
             return
         size = min(len(self.pending), settings.max_each_post_bytes)
-        body = bytes(self.pending[:size])
-        del self.pending[:size]
+        body = self.pending.take(size)
         method, path, headers = xhttp.request(
             settings,
             "packet",
@@ -525,6 +529,43 @@ class XhttpClientStream(Layer):
         if conn is None or conn.transport is None:
             return default
         return conn.transport.get_extra_info(name, default)
+
+
+class _Chunks:
+    """Written bytes waiting to be posted: taken from the front without moving the rest."""
+
+    __slots__ = ("_chunks", "_size")
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+
+    def append(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+
+    def take(self, size: int) -> bytes:
+        chunks = self._chunks
+        if len(chunks[0]) == size:
+            self._size -= size
+            return chunks.popleft()
+        out = bytearray()
+        while len(out) < size:
+            chunk = chunks.popleft()
+            want = size - len(out)
+            if len(chunk) > want:
+                chunks.appendleft(chunk[want:])
+                chunk = chunk[:want]
+            out += chunk
+        self._size -= size
+        return bytes(out)
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
 
 
 def _quiet(task: asyncio.Task[None]) -> None:
