@@ -22,6 +22,7 @@ from elsewhere.lab.policy import CensorConfig
 NAMES: tuple[str, ...] = (
     "dns_poison", "sni_block", "sni_throttle", "ip_block", "proto_sig", "fet_gfw",
     "active_probe", "freeze_16k", "allowlist", "udp_hostile", "fingerprint", "cooldown",
+    "handshake_rate",
 )
 
 # Packet mark bits (the censor sets them on a queued packet, iptables saves them on the conntrack).
