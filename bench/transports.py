@@ -642,3 +642,18 @@ def working_tree_version() -> str:
         text=True,
     ).stdout.strip()
     return (head or "?") + ("+dirty" if dirty else "")
+
+
+# XHTTP's rows live in a file of their own and build on the classes above.
+from xhttp_rows import ElsewhereXhttp  # noqa: E402
+
+TRANSPORTS |= {
+    "elsewhere-xhttp-h2": lambda lab, i: ElsewhereXhttp(lab, i, "h2"),
+    "elsewhere-xhttp-h1": lambda lab, i: ElsewhereXhttp(lab, i, "http/1.1"),
+    "elsewhere-xhttp-h2-cdn": lambda lab, i: ElsewhereXhttp(lab, i, "h2", cdn=True),
+    "elsewhere-xhttp-h1-cdn": lambda lab, i: ElsewhereXhttp(lab, i, "http/1.1", cdn=True),
+}
+TARGETS |= {
+    "elsewhere-xhttp-h2": Target("trojan-gfw", 10, 1.0),
+    "elsewhere-xhttp-h2-cdn": Target("elsewhere-xhttp-h2", 10, 0.5),
+}
