@@ -18,6 +18,7 @@ from elsewhere.config import from_mapping
 from elsewhere.engine import Engine
 from elsewhere.session import Destination
 from elsewhere.transports import xhttp as client
+from elsewhere.transports import xhttp_pool
 
 
 def context(alpn: str) -> ssl.SSLContext:
@@ -109,3 +110,48 @@ async def test_a_spent_connection_is_replaced(tmp_path: Path) -> None:
             assert client.pool_for(target).handshakes == 3
         finally:
             client.close_pools()
+
+
+@pytest.mark.parametrize("kind", ["vless", "trojan"])
+@pytest.mark.parametrize("alpn", [None, "http/1.1"])
+async def test_engines_carry_tcp_over_xhttp(tmp_path: Path, kind: str, alpn: str | None) -> None:
+    """A client engine (tunnel inbound, vless/trojan outbound with network = "xhttp") to the
+    server engine's TLS port: byte-exact, HTTP/2 unless the outbound asks for HTTP/1.1."""
+    echo, echo_port = await echo_server()
+    server = config(tmp_path)
+    server["inbounds"][0]["trojan"] = [{"id": "tom", "password": "pw"}]
+    secret = {"password": "pw"} if kind == "trojan" else {"uuid": UUID}
+    outbound = {
+        "type": kind,
+        "server": "127.0.0.1",
+        "sni": "localhost",
+        "insecure": True,
+        "network": "xhttp",
+        "path": PATH,
+        "mode": "packet-up",
+        **secret,
+        **({"alpn": alpn} if alpn else {}),
+    }
+    async with echo, Engine(from_mapping(server)) as srv:
+        outbound["port"] = srv.inbounds[0].port  # type: ignore[attr-defined]
+        client_config = {
+            "inbounds": [{"type": "tunnel", "port": 0, "destination": f"127.0.0.1:{echo_port}"}],
+            "outbounds": [outbound],
+        }
+        async with Engine(from_mapping(client_config)) as cli:
+            local = cli.inbounds[0].port  # type: ignore[attr-defined]
+            payload = os.urandom(2 << 20)
+            answers = []
+            for _ in range(3):  # three sessions, one pool
+                reader, writer = await asyncio.open_connection("127.0.0.1", local)
+                writer.write(payload)
+                answers.append(await asyncio.wait_for(reader.readexactly(len(payload)), 30))
+                writer.close()
+            pools = list(xhttp_pool._pools.get(asyncio.get_running_loop(), {}).values())
+            assert len(pools) == 1
+            assert pools[0].http2 is (alpn is None)
+            if alpn is None:
+                assert pools[0].handshakes <= 3
+        assert pools[0].closed  # the pool ends with the outbound
+    for answer in answers:
+        assert hashlib.sha256(answer).digest() == hashlib.sha256(payload).digest()

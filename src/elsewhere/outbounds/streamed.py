@@ -26,6 +26,14 @@ async def open_stream(
     return stack(stream, HeaderLayer(header, HEADER_WAIT))
 
 
+def close_pooled(host: str, port: int) -> None:
+    """What a transport keeps open to one server between streams (XHTTP's connection pool)
+    ends with the outbound."""
+    from elsewhere.transports.xhttp import close_pools
+
+    close_pools(lambda target: (target.host, target.port) == (host, port))
+
+
 Decode = Callable[[bytes], list[tuple[bytes, Destination]]]
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from elsewhere.codecs import trojan
 from elsewhere.errors import ConfigError
 from elsewhere.outbounds.base import DatagramReceiver, register
-from elsewhere.outbounds.streamed import StreamDatagramFlow, open_stream
+from elsewhere.outbounds.streamed import StreamDatagramFlow, close_pooled, open_stream
 from elsewhere.session import Destination, Session
 from elsewhere.transports.settings import StreamSettings
 
@@ -50,7 +50,7 @@ class TrojanOutbound:
         ).attach(stream)
 
     async def close(self) -> None:
-        return None
+        close_pooled(self.host, self.port)
 
 
 register("trojan")(TrojanOutbound)

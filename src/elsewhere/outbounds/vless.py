@@ -11,7 +11,7 @@ from typing import Any
 from elsewhere.codecs import vless
 from elsewhere.errors import ConfigError, ProtocolError
 from elsewhere.outbounds.base import DatagramReceiver, register
-from elsewhere.outbounds.streamed import StreamDatagramFlow, open_stream
+from elsewhere.outbounds.streamed import StreamDatagramFlow, close_pooled, open_stream
 from elsewhere.session import Destination, Session
 from elsewhere.transports.layer import Layer
 from elsewhere.transports.settings import StreamSettings
@@ -118,7 +118,7 @@ class VlessOutbound:
         return flows
 
     async def close(self) -> None:
-        return None
+        close_pooled(self.host, self.port)
 
 
 register("vless")(VlessOutbound)
