@@ -27,6 +27,7 @@ TABLES = (INTERCEPT, GUARD)
 FAMILY = "inet"
 TPROXY_MARK = 0x1E57  # packets to loop back through lo for tproxy (device/routes.py)
 BYPASS_MARK = 0x1E58  # the engine's own sockets (SO_MARK): never diverted, always let out
+GUARD_PASSED = 0x1E59  # conntrack mark of a flow the kill switch let out
 PRIORITY_NAT = -100  # dstnat
 PRIORITY_MANGLE = -150
 PRIORITY_FILTER = 0
@@ -221,10 +222,14 @@ def _guard(plan: Plan) -> list[dict[str, Any]]:
     # loopback, and what was diverted: the output hook's oif is the route before NAT or a
     # mark rerouted the packet, so diverted traffic is told by its new address or its mark
     rule([_match(_meta("oif"), "lo"), ACCEPT])
-    rule([_match({"fib": {"result": "type", "flags": ["daddr"]}}, "local"), ACCEPT])
+    # a flow let out once is let out for good on one compare, instead of walking the list
+    # (with a route lookup) for every packet of a bulk transfer
+    rule([_match({"ct": {"key": "mark"}}, GUARD_PASSED), ACCEPT])
+    passed = {"mangle": {"key": {"ct": {"key": "mark"}}, "value": GUARD_PASSED}}
+    rule([_match({"fib": {"result": "type", "flags": ["daddr"]}}, "local"), passed, ACCEPT])
     rule([_match(_meta("mark"), TPROXY_MARK), ACCEPT])
     for expr in _exempt_rules(plan, ACCEPT):
-        rule(expr)
+        rule([*expr[:-1], passed, ACCEPT])
     # answers to connections others opened to this machine (an SSH session into it); never
     # the start of anything
     rule([_match({"ct": {"key": "direction"}}, "reply"), ACCEPT])
