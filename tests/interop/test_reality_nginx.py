@@ -63,8 +63,15 @@ async def reality_server(dest: int) -> AsyncIterator[tuple[Engine, RealityInboun
 
 
 async def vless_echo(connection: RealityConnection, echo_port: int, payload: bytes) -> bytes:
+    return await vless_echo_for(connection, UUID, echo_port, payload)
+
+
+async def vless_echo_for(
+    connection: RealityConnection, uuid: str, echo_port: int, payload: bytes
+) -> bytes:
+    """`payload` through VLESS to the echo and back (the response header checked, dropped)."""
     connection.send(vless.encode_request(
-        vless.parse_uuid(UUID), vless.CMD_TCP, Destination("127.0.0.1", echo_port), payload
+        vless.parse_uuid(uuid), vless.CMD_TCP, Destination("127.0.0.1", echo_port), payload
     ))
     got = b""
     async with asyncio.timeout(TIMEOUT):

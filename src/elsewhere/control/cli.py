@@ -182,6 +182,12 @@ def cmd_keys_add(args: argparse.Namespace) -> int:
     store = _store(args)
     try:
         limit = parse_size(args.limit) if args.limit else None
+        if args.dest or args.sni:
+            from elsewhere.protocols import reality
+
+            if args.method != reality.METHOD:
+                raise ConfigError("--dest and --sni are REALITY's: add --method reality")
+            reality.set_dest(store, args.dest, args.sni)
         record = roles.add_key(store, args.name, args.method, limit, protocol=args.protocol)
         _print_key(store, record, qr=not args.no_qr)
     finally:
@@ -381,6 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="; ".join(f"{name}: {kind.method_help}" for name, kind in known.items()),
     )
     p.add_argument("--limit", help="data limit, e.g. 50GB (default: none)")
+    p.add_argument("--dest", help="REALITY: the real TLS 1.3 site strangers see, host[:443] "
+                   "(remembered for the server)")
+    p.add_argument("--sni", help="REALITY: the names dest answers to, comma-separated "
+                   "(default: dest's host)")
     p.add_argument("--no-qr", action="store_true", help="print only the link")
     data_dir(p)
     p = add("list", cmd_keys_list, "list keys with their usage", keys_sub)

@@ -3,10 +3,13 @@ Shadowrocket import (the Xray share-link standard, XTLS discussion #716):
 
     trojan://PASSWORD@host:port?security=tls&sni=…&type=ws&path=%2Fws&host=…#name
     vless://UUID@host:port?encryption=none&security=tls&sni=…&type=tcp&pcs=HEX#name
+    vless://UUID@host:port?encryption=none&flow=xtls-rprx-vision&security=reality&sni=…
+        &fp=chrome&pbk=KEY&sid=HEX&type=tcp#name
 
 `type` is the transport (tcp, ws, httpupgrade: transports.registry's network layers), `pcs`
 the pinned certificate's SHA-256 (for a self-signed server), `fp` the browser fingerprint a
-client should mimic."""
+client should mimic; with REALITY, `pbk` the server's X25519 public key, `sid` a short id, and
+`flow` XTLS Vision."""
 
 from __future__ import annotations
 
@@ -18,13 +21,17 @@ from elsewhere.control.links import AccessKey, Scheme, register_scheme, split_ho
 from elsewhere.errors import ConfigError
 from elsewhere.transports.registry import named
 
+VISION = "xtls-rprx-vision"
 # Parameters in the order the apps write them; unknown ones are kept in AccessKey.extra.
 ORDER = (
     "encryption",
+    "flow",
     "security",
     "sni",
     "alpn",
     "fp",
+    "pbk",
+    "sid",
     "type",
     "host",
     "path",
@@ -55,8 +62,9 @@ def _parse(text: str, protocol: str) -> AccessKey:
         parse_uuid(secret)  # a ConfigError naming the problem if it is not a UUID
         if params.get("encryption", "none") != "none":
             raise ConfigError("vless:// keys with encryption other than none are not supported")
-        if params.get("flow"):
-            raise ConfigError(f"vless:// flow {params['flow']!r} (XTLS) is not supported")
+        flow = params.get("flow")
+        if flow and flow != VISION:
+            raise ConfigError(f"vless:// flow {flow!r} is not supported (only {VISION})")
     networks = ("tcp", *named("network"))
     if params.get("type", "tcp") not in networks:
         raise ConfigError(
@@ -115,6 +123,11 @@ def outbound_options(key: AccessKey) -> Mapping[str, Any]:
         options["pin"] = p["pcs"]
     if p.get("allowInsecure") in ("1", "true"):
         options["insecure"] = True
+    for name in ("pbk", "sid", "spx"):  # REALITY's (transports/reality.py reads them)
+        if name in p:
+            options[name] = p[name]
+    if p.get("flow"):
+        options["flow"] = p["flow"]
     return options
 
 

@@ -388,7 +388,8 @@ class RealityInbound:
             relay.abort()
 
     def describe(self) -> str:
-        return f"vless over reality {self.host}:{self.port} (dest {self.dest})"
+        return (f"vless over reality {self.host}:{self.port} (dest {self.dest}, "
+                f"{len(self.users)} keys)")
 
 
 register("reality")(RealityInbound)

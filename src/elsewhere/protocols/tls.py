@@ -80,7 +80,9 @@ def give_keys(inbound: Inbound, keys: Mapping[str, Sequence[KeyRecord]]) -> None
     inbound.set_users(
         Users(
             trojan={password_hash(r.secret): r.id for r in keys.get("trojan", ())},
-            vless={parse_uuid(r.secret): r.id for r in keys.get("vless", ())},
+            vless={  # (REALITY's keys are the REALITY port's)
+                parse_uuid(r.secret): r.id for r in keys.get("vless", ()) if r.method != "reality"
+            },
         )
     )
 
