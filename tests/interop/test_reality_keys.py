@@ -11,7 +11,6 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from reality_client import NotAuthenticated, RealityParams, connect
 from test_decoy_nginx import certificate_files, running_tls_nginx
 from test_reality_nginx import vless_echo_for
 from tls_peers import tcp_echo
@@ -22,6 +21,7 @@ from elsewhere.engine import Engine
 from elsewhere.errors import ConfigError
 from elsewhere.inbounds.reality import RealityInbound
 from elsewhere.protocols.reality import set_dest
+from reality_client import NotAuthenticated, RealityParams, connect
 
 pytestmark = pytest.mark.interop
 
