@@ -5,6 +5,7 @@ length-prefixed packets to the one destination of its stream."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +16,8 @@ from elsewhere.outbounds.streamed import StreamDatagramFlow, close_pooled, open_
 from elsewhere.session import Destination, Session
 from elsewhere.transports.layer import Layer
 from elsewhere.transports.settings import StreamSettings
+
+log = logging.getLogger("elsewhere.vless")
 
 
 class ResponseLayer(Layer):
@@ -89,6 +92,13 @@ class VlessOutbound:
         self.host = str(options["server"])
         self.port = int(options["port"])
         self.uuid = vless.parse_uuid(str(options["uuid"]))
+        if options.get("flow"):
+            # the server's Vision is ours (inbounds); the client's is not written yet
+            log.warning(
+                'outbound "%s": flow %s is not spoken by elsewhere\'s client yet: it sends plain '
+                "VLESS, which elsewhere's servers accept and Xray/sing-box servers that require "
+                "the flow refuse", tag, options["flow"],
+            )
         self.settings = StreamSettings.from_options(tag, options)
 
     async def open_tcp(self, session: Session) -> asyncio.Transport:

@@ -47,7 +47,7 @@ def test_trojan_link_with_pin_and_ipv6() -> None:
     ("link", "words"),
     [
         ("vless://" + "x" * 40 + "@h:443", "not a UUID"),
-        (f"vless://{UUID}@h:443?flow=xtls-rprx-vision", "flow"),
+        (f"vless://{UUID}@h:443?flow=xtls-rprx-splice", "flow"),  # only Vision is read
         (f"vless://{UUID}@h:443?type=grpc", "grpc"),
         ("trojan://@h:443", "empty secret"),
         ("trojan://secret@h", "port"),
