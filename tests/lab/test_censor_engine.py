@@ -3,14 +3,19 @@ reassembly, the server block list, and the kernel rules it asks for."""
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import struct
+from dataclasses import replace
 
 import pytest
 from lab_doubles import encrypted_looking
 
-from elsewhere.lab import dns, plan
+from elsewhere.codecs import client_hellos
+from elsewhere.codecs.tls13_client import Tls13Client
+from elsewhere.codecs.tls13_trust import AnyCertificate
+from elsewhere.lab import dns, fingerprints, plan
 from elsewhere.lab.censor import CensorEngine, Verdict, ruleset
 from elsewhere.lab.clienthello import (
     ja3,
@@ -213,6 +218,57 @@ def test_fingerprint_resets_pythons_default_client_hello() -> None:
     tcp_open(e, plan.site("bank.test").address, 443)
     assert tcp_data(e, plan.site("bank.test").address, 443,
                     python_default_hello("bank.test")).mark & MARK_RESET
+
+
+def utls_chrome_hello(server_name: str) -> bytes:
+    """A hello with uTLS HelloChrome_133's contents (what Xray and sing-box send for
+    fp=chrome): Chrome 152's without its trust anchor ids, as a censor's JA4 sees it."""
+    shape = replace(client_hellos.CHROME, extensions=tuple(
+        e for e in client_hellos.CHROME.extensions if e != client_hellos.EXT_TRUST_ANCHORS),
+        signature_algorithms=fingerprints.UTLS_CHROME_133.signature_algorithms)
+    draft = client_hellos.HelloDraft.new(shape, server_name, ("h2", "http/1.1"), os.urandom)
+    return Tls13Client(draft, AnyCertificate()).start()
+
+
+def judged(e: CensorEngine, hello: bytes, sport: int) -> bool:
+    bank = plan.site("bank.test").address
+    tcp_open(e, bank, 443, sport=sport)
+    return bool(tcp_data(e, bank, 443, hello, sport=sport).mark & MARK_RESET)
+
+
+def test_the_default_list_is_the_2026_06_wave_utls_chrome_reset_browsers_pass() -> None:
+    e = engine("fingerprint")
+    assert ja4(parse_client_hello(utls_chrome_hello("bank.test"))) in fingerprints.resolve(
+        ["utls-chrome"])
+    assert judged(e, utls_chrome_hello("bank.test"), 40001)
+    assert judged(e, python_default_hello("bank.test"), 40002)
+    assert not judged(e, elsewhere_record("chrome"), 40003)
+    assert not judged(e, elsewhere_record("firefox"), 40004)
+
+
+def test_a_list_naming_chrome_resets_elsewheres_chrome_and_lets_firefox_through() -> None:
+    e = engine("fingerprint", blocked_fingerprints=("chrome",))
+    assert judged(e, elsewhere_record("chrome"), 40001)
+    assert not judged(e, elsewhere_record("firefox"), 40002)
+    assert not judged(e, python_default_hello("bank.test"), 40003)  # not on this list
+
+
+def elsewhere_record(fingerprint: str) -> bytes:
+    draft = client_hellos.HelloDraft.new(
+        client_hellos.shape_for(fingerprint), "bank.test", ("h2", "http/1.1"), os.urandom)
+    return Tls13Client(draft, AnyCertificate()).start()
+
+
+def test_named_sets_hold_every_sni_and_alpn_variant_and_do_not_overlap() -> None:
+    sets = {name: fingerprints.resolve([name]) for name in fingerprints.NAMED}
+    for name in ("utls-chrome", "utls-firefox", "chrome", "firefox"):
+        assert len(sets[name]) == len(fingerprints.SNI_VARIANTS) * len(fingerprints.ALPN_VARIANTS)
+    names = list(sets)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert not sets[a] & sets[b], f"{a} and {b} share a fingerprint"
+    assert fingerprints.resolve(["t13d0000h2_x_y", "firefox"]) == {"t13d0000h2_x_y"} | sets[
+        "firefox"]
 
 
 def test_ja3_and_ja4_have_their_published_shapes() -> None:

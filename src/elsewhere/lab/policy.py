@@ -45,7 +45,8 @@ class CensorConfig:
     allowlist: tuple[str, ...] = plan.ALLOWLIST
     # udp_hostile
     udp_hostile_packets: int = 3  # unknown encrypted datagrams let through per flow
-    # fingerprint: JA3 or JA4 strings; empty means "Python's default ssl ClientHello"
+    # fingerprint: JA3/JA4 strings and named sets (lab/fingerprints.py); empty means the
+    # 2026-06 wave's list: Python's ssl hellos and uTLS's Chrome
     blocked_fingerprints: tuple[str, ...] = ()
     # cooldown
     cooldown_seconds: float = 60.0

@@ -1,13 +1,16 @@
 """fingerprint: reset TLS connections whose ClientHello has a blocked JA3 or JA4 fingerprint.
 Censors and CDNs single out tool-made handshakes this way (Frolov and Wustrow, "The use of TLS
 in Censorship Circumvention", NDSS 2019, on how censors single out non-browser TLS stacks;
-JA3 by Salesforce, JA4 by FoxIO). By default it blocks Python's own `ssl` ClientHello, computed at
-start from this very interpreter, so a lab client written with plain `ssl` is caught."""
+JA3 by Salesforce, JA4 by FoxIO). The block list takes JA3/JA4 strings and the named sets of
+lab/fingerprints.py (`python`, `utls-chrome`, `utls-firefox`, `chrome`, `firefox`); by default
+the 2026-06 wave's: Python's own `ssl` hellos, computed at start from this very interpreter, and
+uTLS's Chrome preset (what Xray and sing-box send for fp=chrome), while Firefox's passed."""
 
 from __future__ import annotations
 
 import ssl
 
+from elsewhere.lab import fingerprints
 from elsewhere.lab.clienthello import ja3, ja4, parse_client_hello, python_default_hello
 from elsewhere.lab.flows import Flow
 from elsewhere.lab.packet import Packet
@@ -36,7 +39,8 @@ class Fingerprint(BaseTechnique):
 
     def __init__(self, config: CensorConfig) -> None:
         super().__init__(config)
-        self.blocked = frozenset(config.blocked_fingerprints) or python_fingerprints()
+        listed = config.blocked_fingerprints or fingerprints.WAVE_2026_06
+        self.blocked = fingerprints.resolve(listed)
 
     def inspect(self, packet: Packet, flow: Flow, upstream: bool, ctx: Context) -> Decision | None:
         hello = flow.client_hello() if upstream and packet.payload else None
