@@ -1,6 +1,7 @@
 """`browser-ws`: `tcp > tls > ws` in one step with a browser's TLS ClientHello, through
 curl-impersonate (transports/browser_ws.py, the optional `browser` extra), when a link asks for
-a browser fingerprint (`fp`). Without curl_cffi the stack goes out as it is, with one warning."""
+a browser fingerprint (`fp`). Without curl_cffi the stack goes out as it is: its `tls` layer
+sends elsewhere's own browser-shaped hello (transports.tls_client)."""
 
 from __future__ import annotations
 
@@ -23,10 +24,9 @@ def browser_dialer() -> BrowserDial | None:
     try:
         from elsewhere.transports.browser_ws import dial_browser_ws
     except ImportError:
-        log.warning(
-            "fp asks for a browser's TLS fingerprint but curl_cffi is not installed "
-            "(pip install 'elsewhere[browser]'); WebSocket goes out with Python's TLS hello, "
-            "which a censor can tell from a browser's"
+        log.info(
+            "curl_cffi is not installed (pip install 'elsewhere[browser]'); WebSocket goes "
+            "out with elsewhere's own TLS client and its browser-shaped hello"
         )
         return None
     return dial_browser_ws
