@@ -26,12 +26,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from elsewhere.codecs.ss2022 import generate_psk
-from elsewhere.lab import plan
+from elsewhere.lab import fingerprints, plan
 from elsewhere.lab.clienthello import ja3, ja4, parse_client_hello, python_default_hello
 from elsewhere.lab.matrix import DEFAULT_SEED
 from elsewhere.lab.policy import CensorConfig
 from elsewhere.lab.sites import CertFiles
-from elsewhere.lab.techniques.fingerprint import SNI_LENGTHS, python_fingerprints
+from elsewhere.lab.techniques.fingerprint import SNI_LENGTHS
 from elsewhere.lab.topology import Lab, LabProcess
 from elsewhere.lab.transport import Route, Transport
 from elsewhere.session import Destination
@@ -181,13 +181,14 @@ class ElsewhereTls(ElsewhereTransport):
         ("vless", "ws", "chrome"): (8446, 1096),
         ("trojan", "ws", None): (8447, 1097),
         ("trojan", "ws", "chrome"): (8448, 1098),
+        # elsewhere's own TLS client with each browser's hello (the `fingerprint` proofs)
+        ("trojan", "tcp", "chrome"): (8449, 1099),
+        ("trojan", "tcp", "firefox"): (8450, 1100),
     }
 
     def __init__(
         self, protocol: TlsProtocol, network: TlsNetwork = "tcp", fp: str | None = None
     ) -> None:
-        if fp is not None and network != "ws":
-            raise ValueError("a browser fingerprint (fp) needs the WebSocket network")
         self.protocol = protocol
         self.network = network
         self.fp = fp
@@ -236,7 +237,7 @@ class ElsewhereTls(ElsewhereTransport):
 
 
 def client_fingerprints() -> frozenset[str]:
-    """JA3 and JA4 of the ClientHello elsewhere's Trojan/VLESS client sends: Python's `ssl`
+    """JA3 and JA4 of the ClientHello elsewhere's Trojan/VLESS client sent on Python's `ssl`
     with elsewhere's settings (ALPN, minimum version), for every padding variant. They differ
     from a bare `ssl.create_default_context()` hello (the ALPN extension alone changes both),
     so a censor that lists Python's hellos lists these too."""
@@ -252,9 +253,12 @@ def client_fingerprints() -> frozenset[str]:
 
 def censor_config(seed: int = DEFAULT_SEED) -> CensorConfig:
     """The lab's censor as the survival matrix runs it for elsewhere: the stock settings, and a
-    `fingerprint` technique that knows Python's TLS hellos, elsewhere's client's included."""
-    known = python_fingerprints() | client_fingerprints()
-    return CensorConfig(seed=seed, blocked_fingerprints=tuple(sorted(known)))
+    `fingerprint` technique with the 2026-06 wave's list (Python's hellos and uTLS Chrome's,
+    lab/fingerprints.py) and the hellos of a Python `ssl` client with elsewhere's settings, as
+    elsewhere's client sent them before it had its own TLS: a censor lists the tools it hunts
+    as they are."""
+    known = (*fingerprints.WAVE_2026_06, *sorted(client_fingerprints()))
+    return CensorConfig(seed=seed, blocked_fingerprints=known)
 
 
 def browser_fingerprints_available() -> bool:
