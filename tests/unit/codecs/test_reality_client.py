@@ -9,7 +9,6 @@ import ssl
 import time
 
 import pytest
-from tls13_pki import Pki
 
 from elsewhere.codecs import client_hellos as ch
 from elsewhere.codecs import reality
@@ -18,6 +17,7 @@ from elsewhere.codecs.tls13_client import CertificateRefused, Tls13Client
 from elsewhere.codecs.tls13_trust import CertificateError
 from elsewhere.codecs.tls_hello import parse_client_hello
 from elsewhere.lab.clienthello import ja4
+from tls13_pki import Pki
 
 SNI = "www.example.com"
 SHORT_ID = reality.parse_short_id("0123456789abcdef")

@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 import pytest
 from cryptography.hazmat.primitives import hashes
-from tls13_pki import Leaf, Pki
 
 from elsewhere.codecs import client_hellos as ch
 from elsewhere.codecs.tls13_client import (
@@ -36,6 +35,7 @@ from elsewhere.codecs.tls13_trust import (
     PinCheck,
 )
 from elsewhere.transports.tls13_layer import system_roots
+from tls13_pki import Leaf, Pki
 
 
 @pytest.fixture(scope="module")
