@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 from test_decoy_nginx import nginx_process
-from tls13_pki import Leaf, Pki
 
 from elsewhere.transports.dial import dial
 from elsewhere.transports.layer import Layer, Pending
 from elsewhere.transports.settings import StreamSettings
 from ports import free_port
+from tls13_pki import Leaf, Pki
 
 pytestmark = pytest.mark.interop
 
