@@ -73,6 +73,8 @@ def _parse(text: str, protocol: str) -> AccessKey:
         )
     if params.get("security", "tls") not in ("none", *named("security")):
         raise ConfigError(f"{protocol}:// security={params['security']!r} is not supported")
+    if params.get("security") == "reality" and not params.get("pbk"):
+        raise ConfigError(f"{protocol}:// security=reality needs pbk= (the server's public key)")
     return AccessKey(
         protocol=protocol,
         method="",

@@ -51,7 +51,7 @@ def test_trojan_link_with_pin_and_ipv6() -> None:
         (f"vless://{UUID}@h:443?type=grpc", "grpc"),
         ("trojan://@h:443", "empty secret"),
         ("trojan://secret@h", "port"),
-        (f"vless://{UUID}@h:443?security=reality", "reality"),
+        (f"vless://{UUID}@h:443?security=reality", "security=reality needs pbk="),
     ],
 )
 def test_keys_we_cannot_serve_are_one_clear_error(link: str, words: str) -> None:
