@@ -52,6 +52,7 @@ def assert_one_clear_line(result: subprocess.CompletedProcess[str], *words: str)
         ["keys", "revoke"],
         ["keys", "limit"],
         ["client"],
+        ["relay"],
         ["demo"],
     ],
 )

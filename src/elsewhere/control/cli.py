@@ -111,6 +111,7 @@ def _human(n: int) -> str:
 
 def cmd_server(args: argparse.Namespace) -> int:
     from elsewhere.control import roles
+    from elsewhere.control.relay import server_relay_command
 
     directory = roles.data_dir(args.data_dir)
     store = roles.open_store(directory)
@@ -162,12 +163,22 @@ def cmd_server(args: argparse.Namespace) -> int:
                 _print_key(store, record, qr=len(keys) <= 2)
             if len(keys) > 2:
                 print("elsewhere keys show NAME prints a key's QR code")
+            relay = server_relay_command(store, settings, keys)
+            if relay is not None:
+                print("a relay inside the country for this server (on a machine there):")
+                print(f"  {relay}")
             sys.stdout.flush()
 
         run_async(roles.run_server(store, settings, ready))
     finally:
         store.close()
     return 0
+
+
+def _cmd_relay(args: argparse.Namespace) -> int:
+    from elsewhere.control.relay import cmd_relay
+
+    return cmd_relay(args)
 
 
 def _store(args: argparse.Namespace) -> Any:
@@ -340,19 +351,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("run", cmd_run, "run the engine from a TOML config file")
     p.add_argument("--config", "-c", required=True, help="path of the config file")
 
+    def listening(p: argparse.ArgumentParser) -> None:
+        # what a server and a relay share: where they listen, what their links say, TLS files
+        data_dir(p)
+        for inbound in server_inbounds().values():
+            p.add_argument(inbound.flag, dest=inbound.port_setting, type=int, help=inbound.help)
+        p.add_argument("--host", help="address or name clients use to reach it (remembered)")
+        p.add_argument("--listen", help="local address to bind (default 0.0.0.0, remembered)")
+        p.add_argument("--cert", help="TLS certificate chain file (fullchain.pem)")
+        p.add_argument("--key", help="TLS private key file (privkey.pem)")
+        p.add_argument(
+            "--domain",
+            help="use certbot's or Caddy's certificate for this domain "
+            "(default: a self-signed one, pinned in the share links)",
+        )
+        p.add_argument(
+            "--idle-timeout", type=float, help="seconds before a silent connection closes"
+        )
+
     p = add("server", cmd_server, "run a server for every key in the store")
-    data_dir(p)
-    for inbound in server_inbounds().values():
-        p.add_argument(inbound.flag, dest=inbound.port_setting, type=int, help=inbound.help)
-    p.add_argument("--host", help="address or name clients use to reach this server (remembered)")
-    p.add_argument("--listen", help="local address to bind (default 0.0.0.0, remembered)")
-    p.add_argument("--cert", help="TLS certificate chain file (fullchain.pem)")
-    p.add_argument("--key", help="TLS private key file (privkey.pem)")
-    p.add_argument(
-        "--domain",
-        help="use certbot's or Caddy's certificate for this domain "
-        "(default: a self-signed one, pinned in the share links)",
-    )
+    listening(p)
     p.add_argument(
         "--acme",
         metavar="DOMAIN",
@@ -365,12 +383,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--http-port", type=int, default=80, help="port for the ACME http-01 answers (default 80)"
     )
-    p.add_argument("--idle-timeout", type=float, help="seconds before a silent connection closes")
     p.add_argument(
         "--allow-private",
         action="store_true",
         help="let users reach this server's loopback and private networks",
     )
+
+    p = add(
+        "relay",
+        _cmd_relay,
+        "run a relay inside the country in front of an exit abroad: the keys in this store, "
+        "every session carried to the exit",
+    )
+    p.add_argument(
+        "exit",
+        nargs="?",
+        metavar="EXIT_LINK",
+        help="the exit's access key (ss://, vless://, trojan://), e.g. the one `elsewhere "
+        "server` prints; remembered, so later runs need none",
+    )
+    p.add_argument(
+        "--check",
+        metavar="HOST:PORT",
+        help="an HTTPS server the exit can reach, to prove the whole path (default: the "
+        "exit's own TLS port for vless/trojan links; none for ss links); none to skip",
+    )
+    p.add_argument(
+        "--direct",
+        action="append",
+        metavar="DOMAIN",
+        help="reach this domain (and its subdomains) from the relay itself, not through the "
+        "exit; repeatable (default: everything goes to the exit)",
+    )
+    listening(p)
 
     keys = add("keys", lambda a: 0, "add, list, show, limit or revoke access keys")
     keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)

@@ -239,9 +239,11 @@ async def run_server(
     settings: ServerSettings,
     ready: Callable[[Engine], None] | None = None,
     stop: asyncio.Event | None = None,
+    config: Config | None = None,
 ) -> None:
     """Serve until `stop` is set (or forever): keys come from the store, and keys added or
-    revoked by `elsewhere keys` in another process take effect within two seconds."""
+    revoked by `elsewhere keys` in another process take effect within two seconds. `config`
+    replaces server_config's (a relay: the same inbounds, its exit as the outbound)."""
     renewals: asyncio.Task[None] | None = None
     responder_server: asyncio.Server | None = None
     if settings.acme is not None:
@@ -255,7 +257,8 @@ async def run_server(
     meter = UsageMeter()
     flusher = UsageFlusher(meter, store)
     await flusher.start()
-    engine = Engine(server_config(settings, store), meter=meter, over_limit=flusher.over_limit)
+    config = config or server_config(settings, store)
+    engine = Engine(config, meter=meter, over_limit=flusher.over_limit)
     known = apply_keys(engine, store)
     generation = store.generation()
     stop = stop or asyncio.Event()
