@@ -20,6 +20,7 @@ from typing import Any
 
 from elsewhere.errors import ConfigError
 from elsewhere.lab import peers
+from elsewhere.lab.elsewhere_relay import ElsewhereRelay
 from elsewhere.lab.elsewhere_transports import (
     ElsewhereShadowsocks,
     ElsewhereSs2022,
@@ -77,6 +78,8 @@ def candidates() -> list[Candidate]:
         Candidate("elsewhere-vless-ws-chrome", lambda: ElsewhereTls("vless", "ws", fp="chrome"),
                   available=browser_fingerprints_available,
                   missing_note="needs the browser-fingerprint extra (curl_cffi)"),
+        Candidate("elsewhere-relay-ss2022", lambda: ElsewhereRelay("ss2022")),
+        Candidate("elsewhere-relay-vless-ws", lambda: ElsewhereRelay("vless-ws")),
     ]
 
 
