@@ -326,3 +326,26 @@ def test_an_exit_link_the_relay_cannot_use_is_one_clear_line(
     assert done.returncode == 2 and "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and all(w in lines[0] for w in words), done.stderr
+
+
+async def test_datagrams_go_through_the_relay_and_the_exit_and_come_back() -> None:
+    from interop.tls_peers import udp_echo, udp_round_trips
+
+    exit_psk, relay_psk, a_psk, alice_psk = (generate_psk(M2022) for _ in range(4))
+    exit_port, relay_port, tunnel_port = free_port(), free_port(), free_port()
+    meters = {hop: Meter() for hop in ("exit", "relay")}
+    exit_ = exit_engine(ss2022_inbound(exit_port, exit_psk, {"relay": relay_psk}),
+                        meters["exit"])
+    relay = relay_engine(ss2022_inbound(relay_port, a_psk, {"alice": alice_psk}),
+                         ss2022_link(exit_port, exit_psk, relay_psk, "exit"), meters["relay"])
+    datagrams = [b"first", bytes(range(256)) * 4, b"last"]
+    async with udp_echo() as echo_port, exit_, relay:
+        client = Engine(from_mapping({
+            "inbounds": [{"type": "tunnel", "listen": "127.0.0.1", "port": tunnel_port,
+                          "destination": f"127.0.0.1:{echo_port}", "network": ["udp"]}],
+            "outbounds": [{"type": "ss2022",
+                           "key": ss2022_link(relay_port, a_psk, alice_psk, "alice")}]}))
+        async with client:
+            assert await udp_round_trips(tunnel_port, datagrams) == datagrams
+    assert set(meters["relay"].up) == {"alice"} and set(meters["exit"].up) == {"relay"}
+    assert meters["exit"].up["relay"] >= sum(map(len, datagrams))
