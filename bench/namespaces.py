@@ -1,6 +1,11 @@
-"""The benchmark's two network namespaces, `client` and `server`, joined by one veth pair, and
-the processes started inside them. Everything made here is torn down by `close()`, which
-run.py calls on exit, on failure and on Ctrl-C."""
+"""The benchmark's network namespaces, `client` and `server` joined by one veth pair, and a
+`relay` (a domestic machine for the two-hop rows) with a veth pair to each; and the processes
+started inside them. Everything made here is torn down by `close()`, which run.py calls on
+exit, on failure and on Ctrl-C.
+
+    client 10.201.0.1 ───────────────────────── 10.201.0.2 server
+    client 10.202.0.1 ── 10.202.0.2 relay 10.203.0.1 ── 10.203.0.2 server
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,10 @@ from pathlib import Path
 SUBNET = "10.201.0"  # only ever configured inside the namespaces made here
 CLIENT_ADDR = f"{SUBNET}.1"
 SERVER_ADDR = f"{SUBNET}.2"
+RELAY_ADDR = "10.202.0.2"  # the relay, as the client reaches it
+CLIENT_TO_RELAY = "10.202.0.1"
+RELAY_UPLINK = "10.203.0.1"
+SERVER_FROM_RELAY = "10.203.0.2"  # the exit, as the relay reaches it
 OPEN_FILES = 16384  # 1000 idle tunnels cost up to four descriptors per process
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -60,8 +69,10 @@ class Lab:
         tag = f"ebench{os.getpid()}"
         self.client = f"{tag}-c"
         self.server = f"{tag}-s"
+        self.relay = f"{tag}-r"
         self.workdir = workdir
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.server_links: list[str] = []  # the server's ends towards client and relay
         self._made: list[str] = []
 
     def __enter__(self) -> Lab:
@@ -76,31 +87,26 @@ class Lab:
         self.close()
 
     def build(self) -> None:
-        for ns in (self.client, self.server):
+        for ns in (self.client, self.server, self.relay):
             _ip("netns", "add", ns)
             self._made.append(ns)
-        veth_c, veth_s = f"eb{os.getpid()}c", f"eb{os.getpid()}s"
-        _ip(
-            "link",
-            "add",
-            veth_c,
-            "netns",
-            self.client,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            veth_s,
-            "netns",
-            self.server,
-        )
-        for ns, dev, addr in (
-            (self.client, veth_c, CLIENT_ADDR),
-            (self.server, veth_s, SERVER_ADDR),
-        ):
             _ip("-n", ns, "link", "set", "lo", "up")
-            _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
-            _ip("-n", ns, "link", "set", dev, "up")
+        pid = os.getpid()
+        ends: list[tuple[str, str]] = []
+        for (ns_a, addr_a), (ns_b, addr_b), name in (
+            ((self.client, CLIENT_ADDR), (self.server, SERVER_ADDR), "s"),
+            ((self.client, CLIENT_TO_RELAY), (self.relay, RELAY_ADDR), "r"),
+            ((self.relay, RELAY_UPLINK), (self.server, SERVER_FROM_RELAY), "u"),
+        ):
+            dev_a, dev_b = f"eb{pid}{name}a", f"eb{pid}{name}b"
+            _ip("link", "add", dev_a, "netns", ns_a, "type", "veth",
+                "peer", "name", dev_b, "netns", ns_b)
+            for ns, dev, addr in ((ns_a, dev_a, addr_a), (ns_b, dev_b, addr_b)):
+                _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+                _ip("-n", ns, "link", "set", dev, "up")
+                ends.append((ns, dev))
+            if ns_b == self.server:
+                self.server_links.append(dev_b)
         # the veth carrier comes up asynchronously: wait (bounded) until both ends say so
         deadline = time.monotonic() + 10
         while not all(
@@ -108,10 +114,10 @@ class Lab:
             in subprocess.run(
                 ["ip", "-n", ns, "-o", "link", "show", "dev", dev], capture_output=True, text=True
             ).stdout
-            for ns, dev in ((self.client, veth_c), (self.server, veth_s))
+            for ns, dev in ends
         ):
             if time.monotonic() > deadline:
-                raise RuntimeError("the veth pair between the namespaces never came up")
+                raise RuntimeError("the veth pairs between the namespaces never came up")
             time.sleep(0.05)
 
     def spawn(

@@ -32,6 +32,7 @@ from namespaces import ANSWER, IPERF, Endpoint, Lab, cpu_seconds, rss_kib
 from transports import TARGETS, TRANSPORTS, ElsewhereTransport, Transport, missing_tools
 
 PROBES = str(Path(__file__).with_name("probes.py"))
+DELAY = str(Path(__file__).with_name("delay.py"))
 RESULTS = Path(__file__).with_name("results")
 TTFB_ROUNDS = 4  # connections are measured in rounds across transports, not in one block
 TTFB_WARMUP = 5
@@ -50,6 +51,7 @@ class Row:
     ttfb_errors: int = 0
     ttfb_cpu: float = 0.0  # CPU seconds of the row's processes over all its TTFB connections
     ttfb_made: int = 0  # connections those seconds were spent on (warm-up included)
+    ttfb_rtt: list[float] = field(default_factory=list)  # the same with --rtt's delay line
     idle: dict[str, Any] = field(default_factory=dict)
     load: list[float] = field(default_factory=list)  # 1-minute load average at each iperf3 run
 
@@ -133,6 +135,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--connections", type=int, help="fresh connections for TTFB (default 200)")
     p.add_argument("--tunnels", type=int, help="idle tunnels for the memory figure (default 1000)")
     p.add_argument("--no-reverse", action="store_true", help="skip the download direction (-R)")
+    p.add_argument(
+        "--rtt",
+        type=float,
+        default=0,
+        help="also measure TTFB with this RTT (ms) on every path to the server (delay.py)",
+    )
     p.add_argument("--time-limit", type=float, default=3600, help="stop everything after this")
     p.add_argument("--json", help="where to write the JSON (default bench/results/bench-*.json)")
     p.add_argument(
@@ -183,6 +191,9 @@ def measure(lab: Lab, names: list[str], args: argparse.Namespace) -> list[Row]:
             f"over {len(row.ttfb)}, CPU {ms(row.ttfb_cpu / max(row.ttfb_made, 1))} ms each"
         )
 
+    if args.rtt and args.connections:
+        ttfb_at_rtt(lab, rows, args)
+
     # memory next, while every process is still nearly fresh (the conservative figure). Not
     # first: measured after 14 rows x 1000 idle tunnels had closed, every fresh connection took
     # ~1.5 ms longer and 0.8 ms more CPU, libev's as much as ours (kernel time; most likely
@@ -203,6 +214,31 @@ def measure(lab: Lab, names: list[str], args: argparse.Namespace) -> list[Row]:
                         f"{row.mbps[direction][-1]:.0f} Mbit/s"
                     )
     return rows
+
+
+def ttfb_at_rtt(lab: Lab, rows: list[Row], args: argparse.Namespace) -> None:
+    """TTFB rounds with the delay line on the server's links (client-server, relay-server):
+    a quarter of the connections, at least 20 per row."""
+    line = lab.spawn(lab.server, [sys.executable, DELAY, str(args.rtt), *lab.server_links],
+                     "delay")
+    log = lab.workdir / "delay.log"
+    deadline = time.monotonic() + 15
+    while b"delay ready" not in (log.read_bytes() if log.exists() else b""):
+        if line.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the delay line did not start; see {log}")
+        time.sleep(0.05)
+    try:
+        per_round = max(-(-args.connections // (4 * TTFB_ROUNDS)), 5)
+        for n in range(TTFB_ROUNDS):
+            for row in rows:
+                got = ttfb(lab, row.local[1], per_round + (1 if n == 0 else 0))
+                row.ttfb_rtt += got["seconds"][1 if n == 0 else 0 :]
+                row.ttfb_errors += got["errors"]
+    finally:
+        lab.stop(line)
+    for row in rows:
+        say(f"{row.transport.name}: TTFB at {args.rtt:g} ms RTT median "
+            f"{ms(median(row.ttfb_rtt))} ms over {len(row.ttfb_rtt)}")
 
 
 def start_iperf_server(lab: Lab) -> subprocess.Popen[bytes]:
@@ -325,6 +361,11 @@ def summarise(
             "added_ttfb_ms_median": ms(med - base_ttfb[0]) if med and base_ttfb[0] else None,
             "added_ttfb_ms_p90": ms(p - base_ttfb[1]) if p and base_ttfb[1] else None,
             "ttfb_connections": len(row.ttfb),
+            "ttfb_rtt_ms_median": ms(median(row.ttfb_rtt)),
+            "added_ttfb_rtt_ms_median": (
+                ms(median(row.ttfb_rtt) - median(direct.ttfb_rtt))  # type: ignore[operator]
+                if row.ttfb_rtt and direct.ttfb_rtt else None
+            ),
             "ttfb_errors": row.ttfb_errors,
             "cpu_ms_per_connection": (
                 ms(row.ttfb_cpu / row.ttfb_made) if t.pids and row.ttfb_made else None
@@ -340,16 +381,18 @@ def summarise(
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "duration_s": round(time.time() - started, 1),
-        "settings": {k: getattr(args, k) for k in ("runs", "seconds", "connections", "tunnels")},
+        "settings": {
+            k: getattr(args, k) for k in ("runs", "seconds", "connections", "tunnels", "rtt")
+        },
         "machine": machine(),
         "load_before": load_before,
         "load_after": os.getloadavg(),
         "results": results,
-        "targets": targets(results),
+        "targets": targets(results, args.rtt),
     }
 
 
-def targets(results: dict[str, Any]) -> dict[str, Any]:
+def targets(results: dict[str, Any], rtt_ms: float = 0) -> dict[str, Any]:
     """The issues' targets for each elsewhere row against its peer measured in the same run;
     a verdict is None where the issue sets no such target."""
     out = {}
@@ -372,6 +415,16 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
             "added_ttfb_ok": (
                 _le(a["added_ttfb_ms_median"], b["added_ttfb_ms_median"]) if target.ttfb else None
             ),
+            # a relay row: its TTFB at the delay line's RTT within one RTT of the one-hop row's
+            "ttfb_vs_peer_at_rtt_ms": (
+                round(a["ttfb_rtt_ms_median"] - b["ttfb_rtt_ms_median"], 3)
+                if a["ttfb_rtt_ms_median"] and b["ttfb_rtt_ms_median"] else None
+            ),
+            "ttfb_within_rtt_ok": (
+                _le(a["ttfb_rtt_ms_median"] - b["ttfb_rtt_ms_median"], rtt_ms)
+                if target.within_rtt and a["ttfb_rtt_ms_median"] and b["ttfb_rtt_ms_median"]
+                else None
+            ),
             "rss_target_kib": target.rss_kib,
             "rss_ok": (
                 _le((a["idle"] or {}).get("kib_per_tunnel"), target.rss_kib)
@@ -390,6 +443,7 @@ def table(report: dict[str, Any]) -> list[list[str]]:
         "down Mbit/s",
         "xdirect",
         "+TTFB med/p90 ms",
+        "TTFB at RTT ms",
         "CPU s/GB up/down",
         "CPU ms/conn",
         "server KiB/idle tunnel",
@@ -404,6 +458,7 @@ def table(report: dict[str, Any]) -> list[list[str]]:
                 f"{r['mbps_down']:.0f}" if r["mbps_down"] else "-",
                 f"{r['ratio_down']:.2f}" if r["ratio_down"] else "-",
                 f"{fmt(r['added_ttfb_ms_median'])} / {fmt(r['added_ttfb_ms_p90'])}",
+                fmt(r.get("ttfb_rtt_ms_median")),
                 f"{fmt(r['cpu_s_per_gb_up'])} / {fmt(r['cpu_s_per_gb_down'])}",
                 fmt(r.get("cpu_ms_per_connection")),
                 fmt((r["idle"] or {}).get("kib_per_tunnel")),
@@ -442,6 +497,11 @@ def print_table(report: dict[str, Any]) -> None:
         )
         if t["added_ttfb_ok"] is not None:
             text += f", added TTFB {verdict(t['added_ttfb_ok'])}"
+        if t.get("ttfb_within_rtt_ok") is not None:
+            text += (
+                f", TTFB at RTT {fmt(t['ttfb_vs_peer_at_rtt_ms'])} ms more, within one RTT "
+                f"{verdict(t['ttfb_within_rtt_ok'])}"
+            )
         if t["rss_ok"] is not None:
             text += f", RSS ≤ {t['rss_target_kib']} KiB {verdict(t['rss_ok'])}"
         print(text)

@@ -20,7 +20,16 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from namespaces import ANSWER, CLIENT_ADDR, OPEN_FILES, SERVER_ADDR, Endpoint, Lab
+from namespaces import (
+    ANSWER,
+    CLIENT_ADDR,
+    OPEN_FILES,
+    RELAY_ADDR,
+    SERVER_ADDR,
+    SERVER_FROM_RELAY,
+    Endpoint,
+    Lab,
+)
 
 IDLE_TIMEOUT = 300  # seconds, the same for every implementation
 TLS_NAME = "bench.test"  # the certificate's DNS name and every TLS client's SNI
@@ -316,6 +325,63 @@ class ElsewhereTls(ElsewhereTransport):
         }
 
 
+class ElsewhereRelay(ElsewhereTransport):
+    """Two hops (issue 9): the client's tunnel → an elsewhere relay in the `relay` namespace →
+    the exit in `server`, both speaking the protocol of `hop`, the one-hop row it is measured
+    beside. The relay is the TOML form of `elsewhere relay`: the hop's inbound and an `exit`
+    outbound holding the exit's share link. Its CPU counts with the row's; its memory is the
+    row's server memory (the relay holds both sides of every tunnel)."""
+
+    def __init__(self, lab: Lab, index: int, hop: ElsewhereSs2022 | ElsewhereTls) -> None:
+        super().__init__(lab, index)
+        self.hop = hop
+        self.name = hop.name.replace("elsewhere-", "elsewhere-relay-", 1)
+        self.label = hop.label.replace("elsewhere ", "elsewhere relay ", 1)
+        self.exit_pid: int | None = None
+
+    @property
+    def pids(self) -> list[int]:
+        return [p for p in (self.server_pid, self.exit_pid, *self.client_pids) if p is not None]
+
+    def exit_link(self) -> str:
+        from elsewhere.control.links import AccessKey, format_access_key
+
+        port = self.hop.server_port
+        if isinstance(self.hop, ElsewhereSs2022):
+            key = AccessKey("ss", self.hop.method, self.hop.psk, SERVER_FROM_RELAY, port)
+        else:
+            key = AccessKey(self.hop.protocol, "", self.hop.password if self.hop.protocol ==
+                            "trojan" else self.hop.uuid, SERVER_FROM_RELAY, port, extra={
+                                "security": "tls", "sni": TLS_NAME, "type": self.hop.network,
+                                "path": WS_PATH, "pcs": certificate(self.lab.workdir).pin})
+        return format_access_key(key)
+
+    def start_server(self) -> None:
+        self.hop.server_port = self.server_port + 100  # the exit's, on the relay's link
+        exit_inbound = {**self.hop.server_inbound(), "listen": SERVER_FROM_RELAY}
+        config = {
+            "inbounds": [exit_inbound],
+            "outbounds": [{"type": "direct", "private": "allow"}],  # the lab is all private
+            "timeouts": {"idle": IDLE_TIMEOUT},
+        }
+        argv = _elsewhere_argv(self._write("exit", config))
+        port = self.hop.server_port
+        self.exit_pid = self._spawn(self.lab.server, argv, "exit", port, self._env()).pid
+        relay_inbound = {**self.hop.server_inbound(), "listen": RELAY_ADDR,
+                         "port": self.server_port}
+        config = {
+            "inbounds": [relay_inbound],
+            "outbounds": [{"type": "exit", "link": self.exit_link(), "check": "none"}],
+            "timeouts": {"idle": IDLE_TIMEOUT},
+        }
+        argv = _elsewhere_argv(self._write("relay", config))
+        relay = self._spawn(self.lab.relay, argv, "relay", self.server_port, self._env())
+        self.server_pid = relay.pid
+
+    def client_outbound(self) -> dict[str, Any]:
+        return {**self.hop.client_outbound(), "server": RELAY_ADDR, "port": self.server_port}
+
+
 class LibevShadowsocks(Transport):
     """Debian's shadowsocks-libev: ss-server, and one ss-tunnel per destination. TCP_NODELAY
     on (`--no-delay`) as elsewhere has it (asyncio and uvloop set it on every TCP socket), so
@@ -565,6 +631,12 @@ TRANSPORTS: dict[str, Factory] = {
     "elsewhere-trojan-tls": lambda lab, i: ElsewhereTls(lab, i, "trojan", "tcp"),
     "elsewhere-vless-tls": lambda lab, i: ElsewhereTls(lab, i, "vless", "tcp"),
     "elsewhere-vless-ws-tls": lambda lab, i: ElsewhereTls(lab, i, "vless", "ws"),
+    "elsewhere-relay-ss2022-aes-256-gcm": lambda lab, i: ElsewhereRelay(
+        lab, i, ElsewhereSs2022(lab, i, "2022-blake3-aes-256-gcm")
+    ),
+    "elsewhere-relay-vless-ws-tls": lambda lab, i: ElsewhereRelay(
+        lab, i, ElsewhereTls(lab, i, "vless", "ws")
+    ),
     "v2ray-vless-tls": V2rayVless,
     "trojan-gfw": lambda lab, i: TrojanGfw(lab, i, ANSWER),
 }
@@ -579,6 +651,7 @@ class Target:
     throughput: float  # at least this many times the peer's, both directions
     ttfb: bool = False  # added time to first byte at most the peer's
     rss_kib: float | None = None  # server memory per idle tunnel at most this
+    within_rtt: bool = False  # TTFB at the delay line's RTT at most the peer's + one RTT
 
 
 TARGETS = {
@@ -588,6 +661,11 @@ TARGETS = {
     "elsewhere-trojan-tls": Target("trojan-gfw", 4, 1.0),
     "elsewhere-vless-tls": Target("trojan-gfw", 4, 1.0),
     "elsewhere-vless-ws-tls": Target("trojan-gfw", 4, 1.0),
+    # issue 9: two hops at 0.8x the one-hop row's throughput, one RTT (relay-exit) at most added
+    "elsewhere-relay-ss2022-aes-256-gcm": Target(
+        "elsewhere-ss2022-aes-256-gcm", 9, 0.8, within_rtt=True
+    ),
+    "elsewhere-relay-vless-ws-tls": Target("elsewhere-vless-ws-tls", 9, 0.8, within_rtt=True),
 }
 
 TOOLS = {
