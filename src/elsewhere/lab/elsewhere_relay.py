@@ -88,8 +88,8 @@ class ElsewhereRelay:
         store = roles.open_store(data)
         try:
             port, port_ss2022, port_tls = self.relay_ports
-            roles.prepare_server(store, port, plan.DOMESTIC_HOST, "0.0.0.0",
-                                 port_ss2022=port_ss2022, port_tls=port_tls, data=data)
+            roles.prepare_server(store, port, plan.DOMESTIC_HOST, "0.0.0.0", data=data,
+                                 ports={"port_ss2022": port_ss2022, "port_tls": port_tls})
             if self.kind == "ss2022":
                 roles.add_key(store, PHONE, protocol="ss2022")
             else:
