@@ -7,8 +7,9 @@ run.py switches it on only around the TTFB-at-RTT rounds.
 
     python bench/delay.py 40 eb123sb eb123ub     # inside the server namespace; "delay ready"
 
-The rules are one atomic `nft -f` in a table of their own, removed on SIGTERM; the namespace
-they live in is the benchmark's own and is deleted with it whatever happens."""
+The rules are one atomic `iptables-restore` of the mangle table (the lab's censor does the
+same for its filter table; this kernel's nftables has no queue statement), emptied on SIGTERM;
+the namespace they live in is the benchmark's own and is deleted with it whatever happens."""
 
 from __future__ import annotations
 
@@ -18,27 +19,25 @@ import subprocess
 import sys
 
 QUEUE = 7  # queue numbers are per namespace
-TABLE = "bench_delay"
 READY = "delay ready"
 QUEUE_MAX_LEN = 65536  # packets held at once before the kernel drops (fails closed)
 
 
+EMPTY = "*mangle\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n"
+
+
 def ruleset(devices: list[str]) -> str:
-    names = ", ".join(f'"{d}"' for d in devices)
-    return (
-        f"table inet {TABLE} {{\n"
-        f"  chain inward {{ type filter hook prerouting priority -300; "
-        f"iifname {{ {names} }} queue num {QUEUE}; }}\n"
-        f"  chain outward {{ type filter hook postrouting priority 300; "
-        f"oifname {{ {names} }} queue num {QUEUE}; }}\n"
-        "}\n"
-    )
+    lines = ["*mangle", ":PREROUTING ACCEPT [0:0]", ":POSTROUTING ACCEPT [0:0]"]
+    for device in devices:
+        lines.append(f"-A PREROUTING -i {device} -j NFQUEUE --queue-num {QUEUE}")
+        lines.append(f"-A POSTROUTING -o {device} -j NFQUEUE --queue-num {QUEUE}")
+    return "\n".join([*lines, "COMMIT"]) + "\n"
 
 
-def nft(script: str) -> None:
-    done = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True)
+def restore(rules: str) -> None:
+    done = subprocess.run(["iptables-restore"], input=rules, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"nft failed: {done.stderr.strip()}")
+        raise SystemExit(f"iptables-restore failed: {done.stderr.strip()}")
 
 
 async def hold(rtt_ms: float, devices: list[str]) -> None:
@@ -57,11 +56,11 @@ async def hold(rtt_ms: float, devices: list[str]) -> None:
     queue.bind(QUEUE, on_packet, max_len=QUEUE_MAX_LEN)
     try:
         loop.add_reader(queue.get_fd(), queue.run, False)
-        nft(ruleset(devices))
+        restore(ruleset(devices))
         print(READY, flush=True)
         await stop.wait()
     finally:
-        subprocess.run(["nft", "delete", "table", "inet", TABLE], capture_output=True)
+        subprocess.run(["iptables-restore"], input=EMPTY, capture_output=True, text=True)
         loop.remove_reader(queue.get_fd())
         queue.unbind()
 
