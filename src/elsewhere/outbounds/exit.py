@@ -211,30 +211,34 @@ class ExitOutbound:
 
     async def check(self) -> ExitHealth:
         """One check of the exit now; updates and returns `health`."""
+        connected = asyncio.Event()  # set once the exit took the connection (and its TLS)
         try:
             async with asyncio.timeout(self.check_timeout):
-                reason = await self._probe()
+                reason = await self._probe(connected)
         except TimeoutError:
-            reason = (
-                f"it takes connections but answered nothing through the tunnel in "
-                f"{self.check_timeout:g} s: is the link's key (password, method) right?"
-            )
+            if connected.is_set():
+                reason = (
+                    f"it takes connections but answered nothing through the tunnel in "
+                    f"{self.check_timeout:g} s: is the link's key (password, method) right?"
+                )
+            else:
+                reason = describe_failure(TimeoutError())
         except (OSError, ElsewhereError, ssl.SSLError) as exc:
             reason = describe_failure(exc)
+        except Exception as exc:  # a check must never end the watch
+            reason = f"the check failed: {exc!r}"
         self._set("failing" if reason else "ok", reason)
         return self.health
 
-    async def _probe(self) -> str:
+    async def _probe(self, connected: asyncio.Event) -> str:
         """"" when the exit works, else why not."""
         if self.check_target is None:
-            try:
-                _, writer = await asyncio.open_connection(self.key.host, self.key.port)
-            except TimeoutError as exc:
-                raise OSError(f"no answer in time ({exc})") from None
+            _, writer = await asyncio.open_connection(self.key.host, self.key.port)
             writer.close()
             return ""
         session = Session(INBOUND_NAME, self.check_target)
         stream = await self.inner.open_tcp(session)
+        connected.set()
         try:
             answer = _Answer(stream)
             stream.write(client_hello(self.check_name))
