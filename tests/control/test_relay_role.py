@@ -349,3 +349,39 @@ async def test_datagrams_go_through_the_relay_and_the_exit_and_come_back() -> No
             assert await udp_round_trips(tunnel_port, datagrams) == datagrams
     assert set(meters["relay"].up) == {"alice"} and set(meters["exit"].up) == {"relay"}
     assert meters["exit"].up["relay"] >= sum(map(len, datagrams))
+
+
+@pytest.mark.parametrize("uuid_ok", [True, False], ids=["right-uuid", "wrong-uuid"])
+async def test_a_vless_exit_is_checked_against_its_own_tls_port_without_being_told(
+    tmp_path: Path, uuid_ok: bool
+) -> None:
+    import uuid
+
+    from engine.tls_helpers import make_cert
+    from interop.tls_peers import pin_of
+
+    cert, key = make_cert(tmp_path)
+    user = str(uuid.uuid4())
+    port = free_port()
+    exit_ = Engine(from_mapping({
+        "inbounds": [{"type": "tls", "listen": "127.0.0.1", "port": port, "cert": str(cert),
+                      "key": str(key), "vless": [{"id": "relay", "uuid": user}],
+                      "websocket": {"path": "/ws"}, "fallback": "decoy"}],
+        "outbounds": [{"type": "direct", "private": "allow"}],
+        "timeouts": {"idle": 5}}))
+    link = format_access_key(AccessKey(
+        "vless", "", user if uuid_ok else str(uuid.uuid4()), "127.0.0.1", port, extra={
+            "security": "tls", "sni": "localhost", "type": "ws", "path": "/ws",
+            "pcs": pin_of(cert)}))
+    outbound = ExitOutbound("exit", {"link": link, "check_timeout": 5})
+    assert outbound.check_target is not None and outbound.check_target.port == port
+    async with exit_:
+        try:
+            health = await outbound.check()
+        finally:
+            await outbound.close()
+    if uuid_ok:
+        assert health.state == "ok", health.reason
+    else:
+        # the exit's decoy takes a stranger's request: no VLESS answer comes through
+        assert health.state == "failing" and "key" in health.reason, health.reason
