@@ -20,7 +20,13 @@ import pytest
 from conftest import CensorStarter
 from elsewhere.lab import plan
 from elsewhere.lab.capture import Capture
-from elsewhere.lab.device import network_state, shadowsocks_server, start_vpn, vpn_off
+from elsewhere.lab.device import (
+    network_state,
+    shadowsocks_server,
+    start_vpn,
+    tls_server,
+    vpn_off,
+)
 from elsewhere.lab.elsewhere_transports import HTTP_PREFIX
 from elsewhere.lab.netns import socket_in
 from elsewhere.lab.packet import Packet
@@ -183,3 +189,17 @@ def test_under_every_technique_the_proxy_mode_survives_full_device_mode_does_too
     # the censor has nothing to say about the tunnel
     assert not [e for e in running.decisions() if str(e["server"]).startswith(plan.SERVER)]
     assert not [f for f in running.flows() if str(f["destination"]).endswith(":853")]
+
+
+@pytest.mark.parametrize("protocol", ["vless", "trojan"])
+def test_full_device_mode_goes_over_the_tls_transports_too(
+    lab: Lab, censor: CensorStarter, protocol: str
+) -> None:
+    censor("dns_poison", "sni_block", "ip_block", "udp_hostile")
+    with udp_echo(lab), tls_server(lab, protocol) as server:
+        start_vpn(lab, server.link)
+        page = fetch(lab, URL)
+        assert page.reached and page.size == PAGE_BYTES, page
+        assert dig(lab, BLOCKED.name) == [BLOCKED.address]
+        assert udp_exchange(lab, b"hi") == f"{plan.SERVER} hi".encode()  # UDP in the stream
+    assert visitors(lab, BLOCKED.name) == [plan.SERVER]

@@ -56,6 +56,37 @@ def shadowsocks_server(
         lab.forget(process)
 
 
+@contextmanager
+def tls_server(lab: Lab, protocol: str = "vless") -> Iterator[Server]:
+    """elsewhere's TLS inbound (VLESS or Trojan over TLS, the lab CA's certificate for
+    abroad.test, pinned in the link the way elsewhere server pins a self-signed one)."""
+    from elsewhere.lab.elsewhere_transports import ElsewhereTls
+
+    transport = ElsewhereTls("vless" if protocol == "vless" else "trojan")
+    _, pin = transport.certificate(lab)
+    config = {
+        "inbounds": [{"listen": "0.0.0.0", "port": transport.port,
+                      **transport.server_inbound(lab)}],
+        "outbounds": [{"type": "direct", "private": "allow"}],
+        "timeouts": {"idle": 60},
+    }
+    path = lab.workdir / f"device-{protocol}-server.toml"
+    path.write_text(toml_text(config))
+    path.chmod(0o600)
+    process = lab.spawn("server", lab.python("elsewhere", "run", "-c", str(path)),
+                        name=f"device-{protocol}-server")
+    try:
+        process.wait_for_output(LISTENING, START_TIMEOUT)
+        secret = transport.uuid if protocol == "vless" else transport.password
+        extra = {"security": "tls", "sni": plan.SERVER_NAME, "type": "tcp", "pcs": pin}
+        if protocol == "vless":
+            extra["encryption"] = "none"
+        key = AccessKey(protocol, "", secret, plan.SERVER, transport.port, extra=extra)
+        yield Server(format_access_key(key), process)
+    finally:
+        lab.forget(process)
+
+
 def vpn_argv(lab: Lab, *args: str) -> list[str]:
     """`elsewhere vpn … --netns <client>`, run from this (the host's) namespace."""
     return [sys.executable, "-m", "elsewhere", "vpn", *args, "--netns", lab.ns("client")]
