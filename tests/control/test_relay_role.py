@@ -385,3 +385,40 @@ async def test_a_vless_exit_is_checked_against_its_own_tls_port_without_being_to
     else:
         # the exit's decoy takes a stranger's request: no VLESS answer comes through
         assert health.state == "failing" and "key" in health.reason, health.reason
+
+
+async def test_direct_domains_leave_the_relay_itself_and_never_for_a_private_address(
+    tmp_path: Path,
+) -> None:
+    exit_psk, relay_psk = generate_psk(M2022), generate_psk(M2022)
+    exit_port = free_port()
+    exit_meter = Meter()
+    store = roles.open_store(tmp_path)
+    try:
+        settings, _ = roles.prepare_server(
+            store, free_port(), "127.0.0.1", "127.0.0.1",
+            ports={"port_ss2022": free_port(), "port_tls": free_port()}, data=tmp_path)
+        alice = roles.add_key(store, "alice", protocol="ss2022")
+        config = relay_config(settings, store, ss2022_link(exit_port, exit_psk, relay_psk, "x"),
+                              direct=["localhost"])
+        assert {o["tag"]: o.get("private") for o in config.outbounds} == {
+            "exit": None, "direct": "deny"}
+        ready: asyncio.Future[Engine] = asyncio.get_running_loop().create_future()
+        stop = asyncio.Event()
+        exit_ = exit_engine(ss2022_inbound(exit_port, exit_psk, {"the-relay": relay_psk}),
+                            exit_meter)
+        async with site() as (port, peers), exit_:
+            serving = asyncio.ensure_future(
+                roles.run_server(store, settings, ready.set_result, stop, config=config))
+            await asyncio.wait_for(asyncio.shield(ready), 10)
+            async with client_engine(roles.share_link(store, alice)) as client:
+                # a direct domain: taken by the relay's own outbound, whose policy refuses
+                # loopback; through the exit the same site is reached
+                assert await fetch_via_socks5(proxy_port(client), "localhost", port) == b""
+                assert exit_.stats.sessions == 0 and peers == []
+                page = await fetch_via_socks5(proxy_port(client), "127.0.0.1", port)
+                assert page.endswith(PAGE) and exit_.stats.sessions == 1
+            stop.set()
+            await asyncio.wait_for(serving, 10)
+    finally:
+        store.close()
