@@ -199,7 +199,10 @@ def cmd_keys_add(args: argparse.Namespace) -> int:
             if args.method != reality.METHOD:
                 raise ConfigError("--dest and --sni are REALITY's: add --method reality")
             reality.set_dest(store, args.dest, args.sni)
-        record = roles.add_key(store, args.name, args.method, limit, protocol=args.protocol)
+        method = args.method
+        if args.cdn:  # XHTTP through a CDN: the protocol keeps it in the method (xhttp:HOST)
+            method = f"{method or 'xhttp'}:{args.cdn}"
+        record = roles.add_key(store, args.name, method, limit, protocol=args.protocol)
         _print_key(store, record, qr=not args.no_qr)
     finally:
         store.close()
@@ -430,6 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--method",
         help="; ".join(f"{name}: {kind.method_help}" for name, kind in known.items()),
+    )
+    p.add_argument(
+        "--cdn",
+        metavar="HOST",
+        help="for --method xhttp: the CDN in front of this server; the link dials HOST:443",
     )
     p.add_argument("--limit", help="data limit, e.g. 50GB (default: none)")
     p.add_argument("--dest", help="REALITY: the real TLS 1.3 site strangers see, host[:443] "

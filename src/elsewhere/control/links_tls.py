@@ -35,6 +35,8 @@ ORDER = (
     "type",
     "host",
     "path",
+    "mode",
+    "extra",
     "pcs",
     "allowInsecure",
 )
@@ -121,6 +123,10 @@ def outbound_options(key: AccessKey) -> Mapping[str, Any]:
         options["host"] = p["host"]
     if p.get("fp"):
         options["fp"] = p["fp"]
+    if p.get("mode"):
+        options["mode"] = p["mode"]  # xhttp's
+    if p.get("extra"):
+        options["extra"] = p["extra"]  # xhttp's, Xray's JSON as it is
     if p.get("pcs"):
         options["pin"] = p["pcs"]
     if p.get("allowInsecure") in ("1", "true"):

@@ -20,7 +20,7 @@ register_protocol(
     KeyProtocol(
         "trojan",
         help="Trojan over TLS, for v2rayNG, Hiddify, sing-box, Shadowrocket",
-        method_help="tcp (default) or ws",
+        method_help="tcp (default), ws or xhttp",
         new_key=new_key,
         access_key=access_key,
         inbound="tls",

@@ -32,7 +32,7 @@ register_protocol(
     KeyProtocol(
         "vless",
         help="VLESS over TLS, for v2rayNG, Hiddify, sing-box, Shadowrocket",
-        method_help="tcp (default), ws, or reality (its own port; give --dest)",
+        method_help="tcp (default), ws, xhttp, or reality (its own port; give --dest)",
         new_key=new_key,
         access_key=vless_access_key,
         inbound="tls",
