@@ -275,4 +275,7 @@ def elsewhere_transports() -> list[Transport]:
     ]
     if browser_fingerprints_available():
         transports.append(ElsewhereTls("vless", "ws", fp="chrome"))
+    from elsewhere.lab.elsewhere_xhttp import ElsewhereCdn, ElsewhereXhttp  # they build on these
+
+    transports += [ElsewhereXhttp(), ElsewhereCdn("xhttp")]
     return transports

@@ -28,6 +28,7 @@ from elsewhere.lab.elsewhere_transports import (
     browser_fingerprints_available,
     censor_config,
 )
+from elsewhere.lab.elsewhere_xhttp import ElsewhereCdn, ElsewhereXhttp
 from elsewhere.lab.errors import LabError
 from elsewhere.lab.matrix import DEFAULT_TECHNIQUES, Row, print_matrix, run_matrix, techniques_of
 from elsewhere.lab.transport import Direct, Transport
@@ -80,6 +81,9 @@ def candidates() -> list[Candidate]:
                   missing_note="needs the browser-fingerprint extra (curl_cffi)"),
         Candidate("elsewhere-relay-ss2022", lambda: ElsewhereRelay("ss2022")),
         Candidate("elsewhere-relay-vless-ws", lambda: ElsewhereRelay("vless-ws")),
+        Candidate("elsewhere-xhttp", ElsewhereXhttp),
+        Candidate("elsewhere-xhttp-cdn", lambda: ElsewhereCdn("xhttp"), ("nginx",), "nginx"),
+        Candidate("elsewhere-vless-ws-cdn", lambda: ElsewhereCdn("ws"), ("nginx",), "nginx"),
     ]
 
 
