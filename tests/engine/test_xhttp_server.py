@@ -273,7 +273,8 @@ async def test_thousands_of_half_open_sessions_leave_nothing_behind(tmp_path: Pa
         assert len(alive) + web.server.reaped == count
         reaped = asyncio.Event()
         web.server.on_reaped = lambda: reaped.set() if not web.server.sessions else None
-        await asyncio.wait_for(reaped.wait(), 10)
+        if web.server.sessions:  # a loaded machine may have reaped them all by now
+            await asyncio.wait_for(reaped.wait(), 30)
         assert web.server.reaped == count
         gc.collect()
         assert [ref for ref in alive if ref() is not None] == []  # nothing holds a session
