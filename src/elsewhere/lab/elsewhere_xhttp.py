@@ -65,9 +65,9 @@ class ElsewhereCdn(ElsewhereTls):
         super().__init__("vless")
         self.via = network
         if network == "xhttp":
-            self.name, self.port, self.socks_port = "elsewhere-xhttp-cdn", 8452, 1102
+            self.name, self.port, self.socks_port = "elsewhere-xhttp-cdn", 8452, 1104
         else:
-            self.name, self.port, self.socks_port = "elsewhere-vless-ws-cdn", 8453, 1103
+            self.name, self.port, self.socks_port = "elsewhere-vless-ws-cdn", 8453, 1105
         self._edge: dict[str, tuple[CertFiles, str]] = {}
 
     def edge_certificate(self, lab: Lab) -> tuple[CertFiles, str]:
