@@ -10,8 +10,8 @@ import ssl
 import sys
 from pathlib import Path
 
-from elsewhere.codecs.decoy import DecoyContent
 from elsewhere.control import roles
+from elsewhere.web.decoy_content import DecoyContent
 
 ELSEWHERE = [sys.executable, "-m", "elsewhere"]
 

@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 from test_tls_inbound import open_tls, server_config, without_date
 
-from elsewhere.codecs.decoy import DecoyContent, DecoySite, default_content
 from elsewhere.config import from_mapping
-from elsewhere.control.site import generate
 from elsewhere.engine import Engine
 from elsewhere.errors import ConfigError
 from elsewhere.inbounds.fallback import DecoyFallback, make_fallback
+from elsewhere.web.decoy import DecoySite
+from elsewhere.web.decoy_content import DecoyContent, default_content
+from elsewhere.web.site import generate
 
 
 @pytest.fixture

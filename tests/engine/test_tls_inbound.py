@@ -186,7 +186,8 @@ def without_date(response: bytes) -> bytes:
     ids=["index", "404", "half-trojan-header", "half-vless-header"],
 )
 async def test_decoy_fallback_answers_like_the_decoy_alone(tmp_path: Path, probe: bytes) -> None:
-    from elsewhere.codecs.decoy import DecoySite, default_content
+    from elsewhere.web.decoy import DecoySite
+    from elsewhere.web.decoy_content import default_content
 
     config = server_config(tmp_path, 1)
     config["inbounds"][0]["fallback"] = "decoy"

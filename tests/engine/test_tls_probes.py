@@ -27,10 +27,10 @@ from test_tls_inbound import PASSWORD
 from test_tls_inbound import server_config as inbound_server_config
 
 from elsewhere.codecs import http_upgrade, trojan, vless, websocket
-from elsewhere.codecs.decoy import default_content
 from elsewhere.config import from_mapping
 from elsewhere.engine import Engine
 from elsewhere.session import Destination
+from elsewhere.web.decoy_content import default_content
 from ports import free_port
 
 WS_PATH, HU_PATH, WS_HOST = "/ws-secret", "/hu-secret", "cdn.example.test"

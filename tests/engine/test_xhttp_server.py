@@ -22,10 +22,11 @@ from test_tls_inbound import UUID, echo_server
 from tls_helpers import make_cert
 
 from elsewhere.codecs import vless
-from elsewhere.codecs.decoy import DecoySite, default_content
 from elsewhere.config import from_mapping
 from elsewhere.engine import Engine
 from elsewhere.session import Destination
+from elsewhere.web.decoy import DecoySite
+from elsewhere.web.decoy_content import default_content
 
 PATH = "/xh-secret/"
 PAD = "X" * 300

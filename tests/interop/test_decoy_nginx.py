@@ -25,8 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from elsewhere.codecs.decoy import DecoyContent, DecoySite, default_content
 from elsewhere.control.certs import self_signed
+from elsewhere.web.decoy import DecoySite
+from elsewhere.web.decoy_content import DecoyContent, default_content
 from ports import free_port
 
 # Needs the Debian package nginx (listed in .ci/apt-packages); never skipped.

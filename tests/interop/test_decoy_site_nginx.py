@@ -1,4 +1,4 @@
-"""A server's own generated decoy site (control.site) against Debian's nginx 1.22.1 serving the
+"""A server's own generated decoy site (web.site) against Debian's nginx 1.22.1 serving the
 same directory (same bytes, same mtimes, as `elsewhere server` leaves it): every answer equal
 byte for byte but for the Date, the connection ending the same way. Pages, the 404 page,
 robots.txt, the favicon, the stylesheet, gzip, ranges and conditional GETs."""
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from test_decoy_nginx import CONFIG, TIMEOUT, Pair, nginx_process
 
-from elsewhere.codecs.decoy import DecoyContent
-from elsewhere.control.site import generate
+from elsewhere.web.decoy_content import DecoyContent
+from elsewhere.web.site import generate
 from ports import free_port
 
 # Needs the Debian package nginx (listed in .ci/apt-packages); never skipped.

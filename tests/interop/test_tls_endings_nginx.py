@@ -27,10 +27,11 @@ from pathlib import Path
 import pytest
 from test_decoy_nginx import MORE, certificate_files, running_tls_nginx
 
-from elsewhere.codecs import decoy
-from elsewhere.codecs.decoy import DecoySite, default_content
 from elsewhere.config import from_mapping
 from elsewhere.engine import Engine
+from elsewhere.web import decoy
+from elsewhere.web.decoy import DecoySite
+from elsewhere.web.decoy_content import default_content
 
 # Needs the Debian package nginx (listed in .ci/apt-packages); never skipped.
 # Timing is compared with nginx to 0.3 s: these run one after another on one worker, not beside

@@ -24,13 +24,13 @@ from elsewhere.control.acme import (
 )
 from elsewhere.control.certs import load_certificate_files, self_signed
 from elsewhere.control.links import AccessKey, format_access_key, outbound_options
-from elsewhere.control.site import ensure_site
 from elsewhere.engine import Engine
 from elsewhere.errors import ConfigError
 from elsewhere.protocols.base import ServerSettings, protocols, server_inbounds
 from elsewhere.store.base import KeyRecord
 from elsewhere.store.sqlite import SqliteStore
 from elsewhere.store.usage import UsageFlusher, UsageMeter
+from elsewhere.web.site import ensure_site
 
 log = logging.getLogger("elsewhere")
 

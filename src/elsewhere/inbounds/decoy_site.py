@@ -1,4 +1,4 @@
-"""The decoy web site on a live connection: an asyncio shell around codecs.decoy.DecoySite,
+"""The decoy web site on a live connection: an asyncio shell around web.decoy.DecoySite,
 which decides every byte and every close the way nginx would; this only moves bytes, reads the
 clock and keeps the one timer the site asks for."""
 
@@ -7,14 +7,16 @@ from __future__ import annotations
 import asyncio
 import time
 
-from elsewhere.codecs.decoy import CLIENT_HEADER_TIMEOUT, DecoyContent, DecoySite
 from elsewhere.transports.tls_layer import TlsServerLayer
+from elsewhere.web.decoy import DecoySite
+from elsewhere.web.decoy_content import DecoyContent
+from elsewhere.web.nginx import CLIENT_HEADER_TIMEOUT
 
 
 class DecoyProtocol(asyncio.Protocol):
     """Serves `transport` (reading paused) whose peer already sent `received`. `since`: when
     the connection was accepted (wall clock), if before now; the request head's timeout runs
-    from then, as nginx's does. `plain_on_https_port`: see codecs.decoy."""
+    from then, as nginx's does. `plain_on_https_port`: see web.decoy."""
 
     def __init__(
         self,

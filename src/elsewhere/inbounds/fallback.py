@@ -10,11 +10,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-from elsewhere.codecs.decoy import CLIENT_HEADER_TIMEOUT, DecoyContent, default_content
 from elsewhere.errors import ConfigError
 from elsewhere.inbounds.decoy_site import DecoyProtocol
 from elsewhere.relay import Relay
 from elsewhere.transports.layer import Pending
+from elsewhere.web.decoy_content import DecoyContent, default_content
+from elsewhere.web.nginx import CLIENT_HEADER_TIMEOUT
 
 # A reverse proxy's connection is the upstream's to end; this only reaps the abandoned ones.
 UPSTREAM_IDLE_TIMEOUT = 300.0
@@ -111,7 +112,7 @@ def serve_plain_http(
     banner, ...): `transport` is the TCP connection itself (reading paused), accepted at `since`
     (wall clock). nginx with `listen ... ssl` handles it as HTTP and, once a request head
     passes its checks, answers 400 "The plain HTTP request was sent to HTTPS port" and closes;
-    the decoy does the same, byte for byte (codecs.decoy, `plain_on_https_port`).
+    the decoy does the same, byte for byte (web/decoy.py, `plain_on_https_port`).
 
     This is what happens whatever the fallback, the decoy or an upstream web server. The
     upstream is reached in plain HTTP behind our TLS, so handing it these bytes would show its

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from elsewhere.codecs import http_upgrade, trojan, vision, vless
-from elsewhere.codecs.decoy import CLIENT_HEADER_TIMEOUT, default_content
 from elsewhere.errors import ConfigError, ProtocolError
 from elsewhere.inbounds.base import register
 from elsewhere.inbounds.decoy_site import would_answer
@@ -30,6 +29,8 @@ from elsewhere.transports.tls import ServerCertificate
 from elsewhere.transports.tls_layer import TlsServerLayer
 from elsewhere.transports.vision import start_vision
 from elsewhere.udp import NatTable, forward
+from elsewhere.web.decoy_content import default_content
+from elsewhere.web.nginx import CLIENT_HEADER_TIMEOUT
 
 if TYPE_CHECKING:
     from elsewhere.inbounds.base import EngineAPI

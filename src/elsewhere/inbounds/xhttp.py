@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from elsewhere.codecs import xhttp
-from elsewhere.codecs.decoy import DecoyContent, default_content
 from elsewhere.errors import ConfigError
 from elsewhere.web import h2_decoy
 from elsewhere.web.connection import Exchange, HttpConnection, ServerConnection
+from elsewhere.web.decoy_content import DecoyContent, default_content
 from elsewhere.web.h1 import H1Server
 from elsewhere.web.h2 import PREFACE, H2Server
 from elsewhere.web.xhttp_server import Network, XhttpServer, XhttpStream

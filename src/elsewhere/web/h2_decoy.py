@@ -1,4 +1,4 @@
-"""The decoy site over HTTP/2: a stranger's h2 request is put to codecs.decoy.DecoySite (the
+"""The decoy site over HTTP/2: a stranger's h2 request is put to web.decoy.DecoySite (the
 nginx-exact HTTP/1.1 site) as the HTTP/1.1 request it stands for, and the answer goes back on
 the h2 stream without HTTP/1.1's connection headers, as nginx's h2 module serves the same
 files. Request bodies are read and dropped: the static site answers none (405 for POST)."""
@@ -9,8 +9,9 @@ import time
 
 import h11
 
-from elsewhere.codecs.decoy import DecoyContent, DecoySite
 from elsewhere.web.connection import Exchange, Handler, ServerConnection
+from elsewhere.web.decoy import DecoySite
+from elsewhere.web.decoy_content import DecoyContent
 
 # HTTP/1.1-only fields, which RFC 9113 §8.2.2 forbids on HTTP/2
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}

@@ -5,16 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from elsewhere.codecs.decoy import (
-    CLIENT_HEADER_TIMEOUT,
-    KEEPALIVE_TIMEOUT,
-    LINGERING_TIMEOUT,
-    SERVER,
-    DecoyContent,
-    DecoySite,
-    default_content,
-    packaged_mtime,
-)
+from elsewhere.web.decoy import DecoySite
+from elsewhere.web.decoy_content import DecoyContent, default_content, packaged_mtime
+from elsewhere.web.nginx import CLIENT_HEADER_TIMEOUT, KEEPALIVE_TIMEOUT, LINGERING_TIMEOUT, SERVER
 
 NOW = 1_700_000_000.0  # Tue, 14 Nov 2023 22:13:20 GMT
 SITE = default_content()

@@ -1,34 +1,31 @@
 """Each server's own decoy web site: a small, plain static site (a bakery, a piano tuner, a
 translator, somebody's notes) written once into the data directory and served by the TLS port's
-decoy (codecs.decoy, imitating nginx). No two servers show the same page: names, texts, page
+decoy (web/decoy.py, imitating nginx). No two servers show the same page: names, texts, page
 set, file names, markup, styling, favicon, sizes and dates are all drawn from os.urandom, so
 no page, size, ETag (nginx's is hex(mtime)-hex(size)) or Last-Modified found on one server
 finds the others. The texts are package data (data/site/), and so public: each is a template
-with a choice every few words, composed anew for each site (_compose), so that no sentence a
-censor reads there finds our servers in a full-text index of web pages."""
+with a choice every few words, composed anew for each site (site_words.compose), so that no
+sentence a censor reads there finds our servers in a full-text index of web pages. The site's
+look and stylesheet are web/site_style.py, its favicon web/site_icon.py."""
 
 from __future__ import annotations
 
-import colorsys
-import functools
 import html
-import json
-import math
 import os
 import random
-import re
 import secrets
 import shutil
-import struct
 import tempfile
 import textwrap
 import time
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from elsewhere.web.site_icon import favicon
+from elsewhere.web.site_style import Look, stylesheet
+from elsewhere.web.site_words import compose, data
 
 SITE_DIR = "site"
 DAY = 86400
@@ -83,30 +80,6 @@ def build(rng: random.Random, now: float) -> dict[str, tuple[bytes, int]]:
 
 
 @dataclass
-class _Look:
-    """How this site's author happens to write HTML and CSS."""
-
-    doctype: str
-    lang: str
-    indent: str
-    head_indent: bool
-    newline: str
-    wrap: int  # 0: one line per paragraph
-    prefix: str  # "/" or "" before links
-    title_sep: str
-    nav_list: bool
-    header: tuple[str, str]  # tag, attributes
-    main: tuple[str, str]
-    footer: tuple[str, str]
-    classes: dict[str, str]
-    describe: bool
-    icon_link: bool
-    tagline: bool
-    card_tag: str
-    heading: str  # the tag of headings under h1
-
-
-@dataclass
 class _Page:
     kind: str
     file: str
@@ -120,7 +93,7 @@ class _Builder:
     def __init__(self, rng: random.Random, now: float) -> None:
         self.rng = rng
         self.now = now
-        words, kinds = _data()
+        words, kinds = data()
         self.words: dict[str, Any] = words
         self.kind: dict[str, Any] = rng.choice(kinds)
         self.i = self.kind["voice"] == "i"  # written as "I", not "we"
@@ -152,10 +125,11 @@ class _Builder:
         for page in self.pages:
             out[page.file] = (self._render(page), page.mtime)
         out["404.html"] = (self._missing(), self._when(start, min(start + 30 * DAY, last)))
-        out[self.style] = (self._css(), self._when(start + DAY, start + (last - start) * 0.7))
+        css = stylesheet(self.rng, self.look, self.words["fonts"])
+        out[self.style] = (css, self._when(start + DAY, start + (last - start) * 0.7))
         robots = self._when(start, start + 3 * DAY)
         out["robots.txt"] = (self._robots(robots), robots)
-        out["favicon.ico"] = (_favicon(rng), self._when(start, start + 5 * DAY))
+        out["favicon.ico"] = (favicon(rng), self._when(start, start + 5 * DAY))
         return out
 
     def _when(self, lo: float, hi: float) -> int:
@@ -186,7 +160,7 @@ class _Builder:
         }
         ctx["trade_years"] = str(time.gmtime(self.now).tm_year - int(ctx["year"]))
         ctx["name"] = rng.choice(self.kind["names"]).format_map(ctx)
-        ctx["tagline"] = self._compose(rng.choice(self.kind["taglines"])).format_map(ctx)
+        ctx["tagline"] = compose(self.rng, rng.choice(self.kind["taglines"])).format_map(ctx)
         first_year, last_year = time.gmtime(self.start).tm_year, time.gmtime(self.last).tm_year
         ctx["years"] = (
             f"{first_year}&ndash;{last_year}"
@@ -197,55 +171,21 @@ class _Builder:
 
     def _text(self, template: str) -> str:
         """A plain-text template composed, filled in and escaped for HTML."""
-        return html.escape(self._compose(template).format_map(self.ctx), quote=False)
+        return html.escape(compose(self.rng, template).format_map(self.ctx), quote=False)
 
     def _markup(self, template: str) -> str:
         """An HTML template composed and filled in with escaped values."""
-        return self._compose(template).format_map(
+        return compose(self.rng, template).format_map(
             {k: v if k == "years" else html.escape(v) for k, v in self.ctx.items()}
         )
-
-    def _compose(self, template: str) -> str:
-        """One wording of a template: each `[a|b|c]` becomes one of its options (innermost
-        first; an empty option makes a clause optional), each `<<a|b|c>>` a list of its items
-        in any order ("b, c and a"), then each phrase of the thesaurus
-        (data/site/words.json "swap") becomes any phrase of its group. The texts are in our
-        public source, so a sentence copied verbatim would let a full-text search of HTTP
-        bodies find every server: with a choice every few words, no run of eight words is
-        likely to recur on another server. `{slots}` are left for format_map."""
-        rng = self.rng
-        text = template
-        while (found := _CHOICE.search(text)) is not None:  # innermost first
-            if found[1] is not None:
-                chosen = rng.choice(found[1].split("|"))
-            else:
-                items = found[2].split("|")
-                rng.shuffle(items)
-                last = rng.choice((" and ", ", and ")) if len(items) > 2 else " and "
-                chosen = ", ".join(items[:-1]) + last + items[-1]
-            text = text[: found.start()] + chosen + text[found.end() :]
-        swap, pattern = _thesaurus()
-
-        def replace(match: re.Match[str]) -> str:
-            old = match[0]
-            new = rng.choice(swap[old.lower()])
-            return new[:1].upper() + new[1:] if old[:1].isupper() else new
-
-        parts = _SLOT.split(text)  # thesaurus words inside {slots} are not words
-        parts[::2] = [pattern.sub(replace, part) for part in parts[::2]]
-        text = "".join(parts)
-        text = _ARTICLE.sub(_article, text)
-        text = _SENTENCE.sub(lambda m: m[0].upper(), text)  # a list may now lead
-        return _LOOSE.sub(r"\1", _SPACES.sub(" ", text)).strip()
-
-    def _look(self) -> _Look:
+    def _look(self) -> Look:
         rng = self.rng
 
         def pick(*options: str) -> str:
             return rng.choice(options)
 
         tag = rng.random() < 0.7  # HTML5 elements rather than divs with ids
-        return _Look(
+        return Look(
             doctype=pick("<!DOCTYPE html>", "<!doctype html>", "<!DOCTYPE HTML>"),
             lang=pick("en", "en", "en-GB", "en-US"),
             indent=pick("", "  ", "  ", "    ", "\t"),
@@ -382,7 +322,7 @@ class _Builder:
         lead = rng.choice(("Open ", "Opening hours: ", "", "Hours: ", "Usually open "))
         text = lead + span + rng.choice((", ", " ", ": ")) + f"{at(opens)}{dash}{at(closes)}."
         extras = [
-            self._compose(template)
+            compose(self.rng, template)
             for template in self.words["hours_extra"]
             if "{month}" not in template or rng.random() < 0.5
         ]
@@ -496,193 +436,6 @@ class _Builder:
         return f"{t.tm_year}-{t.tm_mon:02d}-{t.tm_mday:02d}"
 
     # the other files
-
-    def _css(self) -> bytes:
-        rng, c = self.rng, self.look.classes
-        hue = rng.random()
-        sat = rng.uniform(0.25, 0.75)
-
-        def colour(lightness: float, saturation: float, shift: float = 0.0) -> str:
-            r, g, b = colorsys.hls_to_rgb((hue + shift) % 1.0, lightness, saturation)
-            return f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
-
-        paper = colour(rng.uniform(0.955, 1.0), rng.uniform(0.1, 0.5))
-        ink = colour(rng.uniform(0.08, 0.2), rng.uniform(0.05, 0.3))
-        accent = colour(rng.uniform(0.28, 0.45), sat, rng.choice((0.0, 0.0, 0.5, 0.33)))
-        muted = colour(rng.uniform(0.38, 0.5), rng.uniform(0.05, 0.2))
-        rule = colour(rng.uniform(0.8, 0.9), rng.uniform(0.1, 0.3))
-        width = rng.choice((f"{rng.randint(52, 68)}rem", f"{rng.randint(44, 62) * 20}px"))
-        pad = f"{rng.choice((1, 1.25, 1.5, 2))}rem"
-        names = {"paper": paper, "ink": ink, "accent": accent, "muted": muted, "rule": rule}
-        use_vars = rng.random() < 0.5
-        prefix = rng.choice(("", "c-", "color-"))
-
-        def v(name: str) -> str:
-            return f"var(--{prefix}{name})" if use_vars else names[name]
-
-        header, main, footer = (
-            _selector(self.look.header),
-            _selector(self.look.main),
-            _selector(self.look.footer),
-        )
-        rules: list[tuple[str, list[tuple[str, str]]]] = []
-        if use_vars:
-            rules.append((":root", [(f"--{prefix}{k}", x) for k, x in names.items()]))
-        if rng.random() < 0.6:
-            rules.append(
-                (
-                    "*, *::before, *::after" if rng.random() < 0.5 else "*",
-                    [("box-sizing", "border-box")],
-                )
-            )
-        rules += [
-            ("html", [("font-size", f"{rng.choice((15, 16, 16, 17, 18))}px")]),
-            (
-                "body",
-                _shuffled(
-                    rng,
-                    [
-                        ("margin", "0"),
-                        ("background", v("paper")),
-                        ("color", v("ink")),
-                        ("font-family", rng.choice(self.words["fonts"])),
-                        ("line-height", f"{rng.choice((1.45, 1.5, 1.55, 1.6, 1.65, 1.7))}"),
-                    ],
-                ),
-            ),
-            ("a", [("color", v("accent"))]),
-            (
-                f"{header}, {main}, {footer}",
-                [
-                    ("max-width", width),
-                    ("margin", "0 auto"),
-                    ("padding", f"{pad} {rng.choice(('1rem', '1.25rem', '5%'))}"),
-                ],
-            ),
-            (
-                f"{header}",
-                _shuffled(
-                    rng,
-                    [
-                        ("border-bottom", f"{rng.choice((1, 1, 2, 3))}px solid {v('rule')}"),
-                        *(
-                            [
-                                ("display", "flex"),
-                                ("flex-wrap", "wrap"),
-                                ("align-items", "baseline"),
-                                ("justify-content", "space-between"),
-                            ]
-                            if rng.random() < 0.6
-                            else []
-                        ),
-                    ],
-                ),
-            ),
-            (
-                f".{c['brand']}",
-                [
-                    ("color", v("ink")),
-                    ("font-size", f"{rng.choice((1.2, 1.3, 1.4, 1.5))}rem"),
-                    ("text-decoration", "none"),
-                    *([("font-weight", "bold")] if rng.random() < 0.5 else []),
-                    *(
-                        [("letter-spacing", f"{rng.choice((0.01, 0.02, 0.04))}em")]
-                        if rng.random() < 0.4
-                        else []
-                    ),
-                ],
-            ),
-            (f".{c['tagline']}", [("margin", "0.25rem 0 0"), ("color", v("muted"))]),
-            (
-                "nav a" if not self.look.nav_list else "nav li",
-                [
-                    ("margin-right", f"{rng.choice((0.75, 1, 1.25, 1.5))}rem"),
-                    *([("display", "inline-block")] if self.look.nav_list else []),
-                ],
-            ),
-            *(
-                [("nav ul", [("list-style", "none"), ("margin", "0"), ("padding", "0")])]
-                if self.look.nav_list
-                else []
-            ),
-            (
-                f"nav .{c['current']}",
-                [("font-weight", "bold")]
-                if rng.random() < 0.5
-                else [("color", v("ink")), ("text-decoration", "none")],
-            ),
-            (
-                "h1",
-                [
-                    ("font-size", f"{rng.choice((1.6, 1.8, 2, 2.2))}rem"),
-                    ("line-height", "1.25"),
-                    *([("font-weight", "normal")] if rng.random() < 0.5 else []),
-                ],
-            ),
-            (
-                self.look.heading,
-                [
-                    ("font-size", f"{rng.choice((1.1, 1.2, 1.25, 1.3))}rem"),
-                    ("margin-top", f"{rng.choice((1.5, 2))}rem"),
-                ],
-            ),
-            (
-                f".{c['cards']}",
-                [
-                    ("display", "grid"),
-                    (
-                        "grid-template-columns",
-                        f"repeat(auto-fit, minmax({rng.choice((14, 15, 16, 18))}rem, 1fr))",
-                    ),
-                    ("gap", f"{rng.choice((1, 1.25, 1.5, 2))}rem"),
-                ],
-            ),
-            (
-                f".{c['cards']} > *",
-                [
-                    (
-                        "padding",
-                        f"{rng.choice((0.75, 1, 1.25))}rem {rng.choice((1, 1.25, 1.5))}rem",
-                    ),
-                    ("border", f"1px solid {v('rule')}"),
-                    *(
-                        [("border-radius", f"{rng.choice((2, 3, 4, 6, 8))}px")]
-                        if rng.random() < 0.7
-                        else []
-                    ),
-                ],
-            ),
-            (
-                f".{c['small']}",
-                [("color", v("muted")), ("font-size", f"{rng.choice((0.8, 0.85, 0.9))}rem")],
-            ),
-            (
-                f".{c['post']} + .{c['post']}",
-                [
-                    ("border-top", f"1px solid {v('rule')}"),
-                    ("margin-top", f"{rng.choice((1.5, 2))}rem"),
-                ],
-            ),
-            ("dt", [("font-weight", "bold"), ("margin-top", "1rem")]),
-            ("dd", [("margin-left", f"{rng.choice((0, 1, 1.5))}rem")]),
-            (
-                footer,
-                [
-                    ("color", v("muted")),
-                    ("font-size", f"{rng.choice((0.8, 0.85, 0.9))}rem"),
-                    ("border-top", f"1px solid {v('rule')}"),
-                ],
-            ),
-        ]
-        if rng.random() < 0.7:
-            rules.append(
-                (
-                    f"@media (max-width: {rng.choice((36, 40, 42, 48))}rem)",
-                    [("h1", f"font-size: {rng.choice((1.4, 1.5, 1.6))}rem")],
-                )
-            )
-        return _css_text(rng, rules).encode()
-
     def _robots(self, mtime: int) -> bytes:
         rng, words = self.rng, self.words
         lines: list[str] = []
@@ -704,181 +457,4 @@ class _Builder:
         return ("\n".join(lines) + "\n").encode()
 
 
-def _selector(element: tuple[str, str]) -> str:
-    tag, attrs = element
-    return tag if not attrs else "#" + attrs.split('"')[1]
-
-
-def _shuffled(rng: random.Random, items: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    head, rest = items[:1], items[1:]
-    rng.shuffle(rest)
-    return head + rest
-
-
-def _css_text(rng: random.Random, rules: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> str:
-    indent = rng.choice(("  ", "  ", "    ", "\t"))
-    compact = rng.random() < 0.25
-    out: list[str] = []
-    for selector, declarations in rules:
-        if selector.startswith("@media"):
-            inner = "".join(f"{indent}{sel} {{ {decl}; }}\n" for sel, decl in declarations)
-            out.append(f"{selector} {{\n{inner}}}\n")
-        elif compact:
-            out.append(f"{selector} {{ " + " ".join(f"{k}: {x};" for k, x in declarations) + " }\n")
-        else:
-            out.append(
-                f"{selector} {{\n"
-                + "".join(f"{indent}{k}: {x};\n" for k, x in declarations)
-                + "}\n"
-            )
-    return ("" if compact else "\n").join(out)
-
-
-# the favicon: one to three sizes of a small mark in the site's colours, as BMP or PNG frames
-
-
-def _favicon(rng: random.Random) -> bytes:
-    sizes = rng.choice(((16,), (32,), (16, 32), (16, 32, 48)))
-    fg = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
-    bg = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
-    shape = _SHAPES[rng.randrange(len(_SHAPES))]
-    png = rng.random() < 0.4
-    frames = []
-    for size in sizes:
-        pixels = _draw(size, shape, fg, bg)
-        frames.append(_png(size, pixels) if png and size >= 32 else _bmp(size, pixels))
-    header = struct.pack("<HHH", 0, 1, len(frames))
-    offset = len(header) + 16 * len(frames)
-    entries, blobs = b"", b""
-    for size, frame in zip(sizes, frames, strict=True):
-        entries += struct.pack("<BBBBHHII", size % 256, size % 256, 0, 0, 1, 32, len(frame), offset)
-        blobs += frame
-        offset += len(frame)
-    return header + entries + blobs
-
-
-Pixel = tuple[int, int, int, int]  # RGBA
-
-
-def _circle(x: float, y: float) -> bool:
-    return (x - 0.5) ** 2 + (y - 0.5) ** 2 <= 0.21
-
-
-def _rounded(x: float, y: float) -> bool:
-    dx, dy = max(0.0, abs(x - 0.5) - 0.3), max(0.0, abs(y - 0.5) - 0.3)
-    return dx * dx + dy * dy <= 0.025
-
-
-def _diamond(x: float, y: float) -> bool:
-    return abs(x - 0.5) + abs(y - 0.5) <= 0.48
-
-
-def _ring(x: float, y: float) -> bool:
-    return 0.09 <= (x - 0.5) ** 2 + (y - 0.5) ** 2 <= 0.22
-
-
-def _leaf(x: float, y: float) -> bool:
-    return (x - 0.35) ** 2 + (y - 0.35) ** 2 <= 0.2 and (x - 0.65) ** 2 + (y - 0.65) ** 2 <= 0.2
-
-
-_SHAPES: tuple[Callable[[float, float], bool], ...] = (_circle, _rounded, _diamond, _ring, _leaf)
-
-
-def _draw(
-    size: int,
-    shape: Callable[[float, float], bool],
-    fg: tuple[int, int, int],
-    bg: tuple[int, int, int],
-) -> list[list[Pixel]]:
-    """Rows top to bottom; the shape in `fg` on a `bg` square of the same shape, edges
-    antialiased by 4x4 supersampling."""
-    rows = []
-    for j in range(size):
-        row = []
-        for i in range(size):
-            hits = sum(
-                shape((i + (a + 0.5) / 4) / size, (j + (b + 0.5) / 4) / size)
-                for a in range(4)
-                for b in range(4)
-            )
-            alpha = round(255 * hits / 16)
-            inner = _circle((i + 0.5) / size * 1.35 - 0.175, (j + 0.5) / size * 1.35 - 0.175)
-            r, g, b = bg if inner and shape is not _ring else fg
-            row.append((r, g, b, alpha))
-        rows.append(row)
-    return rows
-
-
-def _bmp(size: int, rows: list[list[Pixel]]) -> bytes:
-    mask_row = math.ceil(size / 32) * 4
-    pixels = b"".join(
-        bytes((b, g, r, a)) for row in reversed(rows) for r, g, b, a in row
-    )  # BMP rows go bottom up, BGRA
-    mask = bytes(mask_row * size)  # the alpha channel decides; the AND mask is all opaque
-    header = struct.pack(
-        "<IiiHHIIiiII", 40, size, 2 * size, 1, 32, 0, len(pixels) + len(mask), 0, 0, 0, 0
-    )
-    return header + pixels + mask
-
-
-def _png(size: int, rows: list[list[Pixel]]) -> bytes:
-    raw = b"".join(b"\x00" + bytes(v for px in row for v in px) for row in rows)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", size, size, 8, 6, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(raw, 9))
-        + chunk(b"IEND", b"")
-    )
-
-
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-_CHOICE = re.compile(r"\[((?:(?!<<|>>)[^\[\]])*)\]|<<((?:(?!<<|>>)[^\[\]])*)>>")
-_SLOT = re.compile(r"(\{[^{}]*\})")
-_SENTENCE = re.compile(r"(?:^|[.?!] )[a-z]")
-_LOOSE = re.compile(r" ([,.;:])")  # left by an empty option before punctuation
-_SPACES = re.compile(r"  +")
-_ARTICLE = re.compile(r"\b([Aa]n?) (\w+)")
-_VOWEL_SOUND = ("hour", "honest")
-_CONSONANT_SOUND = ("uni", "use", "usu", "one", "euro")
-
-
-def _article(match: re.Match[str]) -> str:
-    article, word = match[1], match[2]
-    lower = word.lower()
-    vowel = (lower[0] in "aeiou" or lower.startswith(_VOWEL_SOUND)) and not lower.startswith(
-        _CONSONANT_SOUND
-    )
-    if vowel and not word[0].isdigit():
-        return f"{article[0]}n {word}"
-    return f"{article[0]} {word}"
-
-
-@functools.lru_cache(maxsize=1)
-def _thesaurus() -> tuple[dict[str, list[str]], re.Pattern[str]]:
-    """Phrase -> the phrases it may become (its group), and a pattern finding any of them,
-    longest first, as whole words."""
-    swap: dict[str, list[str]] = {}
-    for group in _data()[0]["swap"]:
-        for phrase in group:
-            swap[phrase.lower()] = group
-    phrases = sorted(swap, key=len, reverse=True)
-    pattern = re.compile(
-        r"(?<![\w'-])(?:" + "|".join(map(re.escape, phrases)) + r")(?![\w'-])", re.I
-    )
-    return swap, pattern
-
-
-@functools.lru_cache(maxsize=1)
-def _data() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    root = resources.files("elsewhere") / "data" / "site"
-    return (
-        json.loads((root / "words.json").read_text("utf-8")),
-        json.loads((root / "kinds.json").read_text("utf-8")),
-    )

@@ -1,4 +1,4 @@
-"""Each server's own decoy site (control.site): two servers share no file, size, ETag or
+"""Each server's own decoy site (web.site): two servers share no file, size, ETag or
 Last-Modified a censor could search for, the dates lie in the months before the install, and
 the site is written once and then left alone."""
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from elsewhere.codecs.decoy import DecoyContent
-from elsewhere.control.site import DAY, build, ensure_site, generate
+from elsewhere.web.decoy_content import DecoyContent
+from elsewhere.web.site import DAY, build, ensure_site, generate
 
 
 def site(tmp_path: Path, name: str) -> DecoyContent:
@@ -134,7 +134,7 @@ def test_the_site_is_written_once_and_an_edited_site_is_kept(tmp_path: Path) -> 
 def test_a_failed_first_write_leaves_nothing_to_be_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from elsewhere.control import site as module
+    from elsewhere.web import site as module
 
     def broken(directory: Path, **_: object) -> None:
         (directory / "index.html").write_text("half")
