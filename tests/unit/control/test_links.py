@@ -7,10 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from elsewhere.control.links import AccessKey, format_access_key, parse_access_key
+from elsewhere.control.links import AccessKey, format_access_key, parse_access_key, schemes
 from elsewhere.control.links_ss import format_ss
 from elsewhere.errors import ConfigError
 from elsewhere.session import Destination
+
+schemes()  # the protocols register their schemes on first use: once, outside hypothesis's deadline
 
 SIP022_PASSWORD = "YctPZ6U7xPPcU+gp3u+0tx/tRizJN9K8y+uKlW2qjlI="
 

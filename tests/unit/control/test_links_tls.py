@@ -2,9 +2,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from elsewhere.control.links import AccessKey, format_access_key, parse_access_key
+from elsewhere.control.links import AccessKey, format_access_key, parse_access_key, schemes
 from elsewhere.control.links_tls import outbound_options
 from elsewhere.errors import ConfigError
+
+schemes()  # the protocols register their schemes on first use: once, outside hypothesis's deadline
 
 UUID = "b831381d-6324-4d53-ad4f-8cda48b30811"
 
