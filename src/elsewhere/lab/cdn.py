@@ -65,9 +65,16 @@ def nginx_binary() -> str:
     return binary
 
 
+_issued: dict[str, CertFiles] = {}  # lab id -> the edge's one certificate
+
+
 def certificate(lab: Lab) -> CertFiles:
+    """The edge's certificate from the lab CA, issued once per lab: every row through the CDN
+    pins the same one (a second issue would overwrite the files under the first row's pin)."""
     assert lab.ca is not None
-    return lab.ca.issue("cdn-edge", dns_names=(CDN_NAME,))
+    if lab.id not in _issued:
+        _issued[lab.id] = lab.ca.issue("cdn-edge", dns_names=(CDN_NAME,))
+    return _issued[lab.id]
 
 
 @contextmanager
