@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from hmac import compare_digest
 from typing import cast
 
+import brotli
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.asymmetric import (
@@ -752,14 +753,18 @@ class Tls13Client:
         try:
             if algorithm == ch.CERT_COMPRESSION_ZLIB:
                 plain = zlib.decompressobj().decompress(data, size + 1)
-            elif algorithm == ch.CERT_COMPRESSION_BROTLI:
-                plain = _brotli()(data)
+            elif algorithm == ch.CERT_COMPRESSION_BROTLI:  # Chrome's only one; CDNs use it
+                decompressor = brotli.Decompressor()
+                plain = decompressor.process(data, output_buffer_limit=size + 1)
+                if not decompressor.is_finished():
+                    raise TlsError("compressed certificate larger than it said",
+                                   ALERT_BAD_CERTIFICATE)
             else:
                 raise TlsError(
                     f"the server compressed its certificate with algorithm {algorithm}, "
                     "which this build cannot read", ALERT_BAD_CERTIFICATE,
                 )
-        except zlib.error:
+        except (zlib.error, brotli.error):
             raise TlsError("compressed certificate does not decompress",
                            ALERT_BAD_CERTIFICATE) from None
         if len(plain) != size:
@@ -893,17 +898,6 @@ class Tls13Client:
             with contextlib.suppress(KeyError, ValueError):
                 self._outgoing.append(self._alert_record(exc.alert))
         self._state = _CLOSED
-
-
-def _brotli() -> Callable[[bytes], bytes]:
-    try:
-        import brotli
-    except ImportError:
-        raise TlsError(
-            "the server compressed its certificate with brotli, which needs the brotli "
-            "package", ALERT_BAD_CERTIFICATE,
-        ) from None
-    return cast("Callable[[bytes], bytes]", brotli.decompress)
 
 
 class _Reader:

@@ -299,3 +299,46 @@ def test_record_cipher_round_trip_and_key_update() -> None:
         sender, receiver = sender.next(), receiver.next()
         record = sender.seal(22, b"after update")
         assert receiver.open(record[:5], record[5:]) == (22, b"after update")
+
+
+# RFC 8879 compressed certificates (Chrome offers brotli, Firefox zlib, brotli and zstd; CDNs
+# such as Cloudflare compress with brotli). OpenSSL 3.0 compresses none, so the message is built
+# here around a real Certificate body.
+
+
+def compressed(algorithm: int, plain: bytes, claimed: int | None = None) -> bytes:
+    import zlib
+
+    import brotli
+
+    data = brotli.compress(plain) if algorithm == ch.CERT_COMPRESSION_BROTLI else zlib.compress(
+        plain)
+    size = len(plain) if claimed is None else claimed
+    return (algorithm.to_bytes(2, "big") + size.to_bytes(3, "big")
+            + len(data).to_bytes(3, "big") + data)
+
+
+@pytest.mark.parametrize(("fingerprint", "algorithm"), [
+    ("chrome", ch.CERT_COMPRESSION_BROTLI), ("firefox", ch.CERT_COMPRESSION_ZLIB),
+    ("firefox", ch.CERT_COMPRESSION_BROTLI),
+])
+def test_a_compressed_certificate_opens_to_the_certificate(
+    good: Leaf, fingerprint: str, algorithm: int
+) -> None:
+    body = b"\x00" + (len(good.der) + 5).to_bytes(3, "big") + len(good.der).to_bytes(
+        3, "big") + good.der + b"\x00\x00"
+    client = Tls13Client(
+        ch.HelloDraft.new(ch.shape_for(fingerprint), "localhost", (), os.urandom),
+        AnyCertificate(),
+    )
+    assert client._decompress(compressed(algorithm, body)) == body
+
+
+def test_compressed_certificates_that_lie_or_were_not_offered_are_refused(good: Leaf) -> None:
+    client = Tls13Client(ch.HelloDraft.new(ch.CHROME, "localhost", (), os.urandom),
+                         AnyCertificate())
+    bomb = bytes(1 << 20)
+    with pytest.raises(TlsError, match="larger than it said"):
+        client._decompress(compressed(ch.CERT_COMPRESSION_BROTLI, bomb, claimed=1000))
+    with pytest.raises(TlsError, match="did not offer"):
+        client._decompress(compressed(ch.CERT_COMPRESSION_ZLIB, good.der))  # Chrome: brotli only
