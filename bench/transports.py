@@ -735,3 +735,14 @@ TARGETS |= {
     "elsewhere-xhttp-h2": Target("trojan-gfw", 10, 1.0),
     "elsewhere-xhttp-h2-cdn": Target("elsewhere-xhttp-h2", 10, 0.5),
 }
+
+# XTLS Vision's rows (issue 11): elsewhere's and sing-box's servers, the same sing-box client.
+from vision_rows import ElsewhereVision, SingBoxVision  # noqa: E402
+
+TRANSPORTS |= {
+    "elsewhere-vision-tls": ElsewhereVision,
+    "sing-box-vision-tls": SingBoxVision,
+}
+TARGETS |= {
+    "elsewhere-vision-tls": Target("sing-box-vision-tls", 11, 1.0),  # TTFB: within 1 ms
+}

@@ -338,6 +338,13 @@ class TlsServerLayer(asyncio.BufferedProtocol, asyncio.Transport):
         records = self._records
         assert records is not None
         while not self._raw_in and not self._paused and self._state is _OPEN:
+            if not getattr(self.upper, "wants_records", True):
+                # Vision's padding ended inside TLS: no "direct" can follow, back to bulk reads
+                self._records = None
+                if records:
+                    self._incoming.write(bytes(records))
+                    self._read()
+                return
             if len(records) < 5:
                 break
             end = 5 + (records[3] << 8 | records[4])

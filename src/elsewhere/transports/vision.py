@@ -47,7 +47,10 @@ class VisionLayer(Layer):
 
     @property
     def wants_records(self) -> bool:
-        return not self._raw_in
+        """Record by record while the peer may still say "direct": until it has, or until its
+        padding ended inside TLS ("end") and the filter is done."""
+        reader = self.reader
+        return not self._raw_in and (reader.within_padding or reader.state.packets_to_filter > 0)
 
     def data_received(self, data: bytes) -> None:
         plain, direct = self.reader.decode(data)
