@@ -16,7 +16,9 @@ from test_reality_nginx import vless_echo_for
 from tls_peers import tcp_echo
 
 from elsewhere.codecs import reality
+from elsewhere.config import from_mapping
 from elsewhere.control import roles
+from elsewhere.control.links import outbound_options, parse_access_key
 from elsewhere.engine import Engine
 from elsewhere.errors import ConfigError
 from elsewhere.inbounds.reality import RealityInbound
@@ -56,7 +58,11 @@ def test_a_reality_key_needs_a_dest_and_its_link_has_what_the_apps_read(tmp_path
         }
         assert len(query["sid"]) == 16
         assert link.index("flow=") < link.index("security=") < link.index("pbk=")
-        # (reading such a link back is the REALITY client transport's: transports/reality.py)
+        key = parse_access_key(link)
+        options = outbound_options(key)
+        assert options["security"] == "reality" and options["flow"] == "xtls-rprx-vision"
+        assert (options["pbk"], options["sid"], options["sni"]) == (
+            query["pbk"], query["sid"], "www.example.com")
         # a second key shares the server's key pair and short id; --sni adds names
         set_dest(store, None, "www.example.com,example.com")
         other = roles.access_key(store, roles.add_key(store, "dave", "reality", protocol="vless"))
@@ -98,6 +104,18 @@ async def test_the_server_from_the_store_serves_the_link_and_sends_others_to_des
             wrong = RealityParams(params.public_key, "00", server_name=query["sni"])
             with pytest.raises(NotAuthenticated):
                 await asyncio.wait_for(connect(inbound.port, wrong), 10)
+            # and elsewhere's own client, configured from the link alone
+            tunnel = {"type": "tunnel", "tag": "in", "destination": f"127.0.0.1:{echo}",
+                      "network": ["tcp"]}
+            outbound = {**outbound_options(parse_access_key(roles.share_link(store, record))),
+                        "tag": "proxy"}
+            client = Engine(from_mapping({"inbounds": [tunnel], "outbounds": [outbound]}))
+            async with client:
+                port = client.inbounds[0].port  # type: ignore[attr-defined]
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(payload)
+                assert await asyncio.wait_for(reader.readexactly(len(payload)), 10) == payload
+                writer.close()
         assert inbound.refusals == {"short_id": 1}
     finally:
         stop.set()
