@@ -278,4 +278,7 @@ def elsewhere_transports() -> list[Transport]:
     from elsewhere.lab.elsewhere_xhttp import ElsewhereCdn, ElsewhereXhttp  # they build on these
 
     transports += [ElsewhereXhttp(), ElsewhereCdn("xhttp")]
+    from elsewhere.lab.elsewhere_reality import ElsewhereReality  # (it builds on this module)
+
+    transports += [ElsewhereReality("cdn.test"), ElsewhereReality("blog.test")]
     return transports
