@@ -23,9 +23,8 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from hmac import compare_digest
-from typing import cast
+from typing import Any, cast
 
-import brotli
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.asymmetric import (
@@ -754,6 +753,7 @@ class Tls13Client:
             if algorithm == ch.CERT_COMPRESSION_ZLIB:
                 plain = zlib.decompressobj().decompress(data, size + 1)
             elif algorithm == ch.CERT_COMPRESSION_BROTLI:  # Chrome's only one; CDNs use it
+                brotli = _brotli()
                 decompressor = brotli.Decompressor()
                 plain = decompressor.process(data, output_buffer_limit=size + 1)
                 if not decompressor.is_finished():
@@ -764,7 +764,9 @@ class Tls13Client:
                     f"the server compressed its certificate with algorithm {algorithm}, "
                     "which this build cannot read", ALERT_BAD_CERTIFICATE,
                 )
-        except (zlib.error, brotli.error):
+        except TlsError:
+            raise
+        except Exception:  # zlib.error, brotli.error: the peer's bytes do not decompress
             raise TlsError("compressed certificate does not decompress",
                            ALERT_BAD_CERTIFICATE) from None
         if len(plain) != size:
@@ -898,6 +900,19 @@ class Tls13Client:
             with contextlib.suppress(KeyError, ValueError):
                 self._outgoing.append(self._alert_record(exc.alert))
         self._state = _CLOSED
+
+
+def _brotli() -> Any:
+    """The brotli module (a pinned dependency), imported when a server first uses it, so that
+    a venv set up before it was added still speaks TLS to every other server."""
+    try:
+        import brotli
+    except ImportError:
+        raise TlsError(
+            "the server compressed its certificate with brotli: install the brotli package "
+            "(./scripts/setup)", ALERT_BAD_CERTIFICATE,
+        ) from None
+    return brotli
 
 
 class _Reader:
