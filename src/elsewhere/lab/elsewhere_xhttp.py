@@ -38,7 +38,7 @@ class ElsewhereXhttp(ElsewhereTls):
         self.mode = mode
         self.alpn = alpn
         self.name = "elsewhere-xhttp" if alpn == "h2" else "elsewhere-xhttp-h1"
-        self.port, self.socks_port = (8450, 1100) if alpn == "h2" else (8451, 1101)
+        self.port, self.socks_port = (8460, 1110) if alpn == "h2" else (8461, 1111)
 
     def server_inbound(self, lab: Lab) -> dict[str, Any]:
         inbound = super().server_inbound(lab)
