@@ -406,6 +406,29 @@ async def test_stream_one_over_h2(tmp_path: Path) -> None:
         assert await client.data(sid, 7) == b"\x00\x00hello"
 
 
+async def test_vless_over_tls_whose_hello_offered_h2_is_served_not_taken_for_http2(
+    tmp_path: Path,
+) -> None:
+    """v2ray's and Xray's TLS clients offer h2 and http/1.1 whatever they carry; with XHTTP on
+    the port the server picks h2, and the VLESS request that follows must still be served."""
+    echo, echo_port = await echo_server()
+    async with echo, Engine(from_mapping(config(tmp_path))) as srv:
+        ctx = tls("h2")
+        ctx.set_alpn_protocols(["h2", "http/1.1"])
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", srv.inbounds[0].port, ssl=ctx  # type: ignore[attr-defined]
+        )
+        try:
+            assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
+            payload = os.urandom(100_000)
+            writer.write(vless_head(echo_port) + payload)
+            answer = await asyncio.wait_for(reader.readexactly(2 + len(payload)), 10)
+            assert answer == b"\x00\x00" + payload
+        finally:
+            writer.close()
+        assert srv.stats.probes == 0
+
+
 async def test_h2_strangers_get_the_decoy_as_nginx_serves_it(tmp_path: Path) -> None:
     async with Engine(from_mapping(config(tmp_path))) as srv:
         client = await H2.open(srv.inbounds[0].port)  # type: ignore[attr-defined]

@@ -84,13 +84,17 @@ class _Detect(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.timer: IdleTimer | None = None
         self.decided = False
+        # ALPN chose h2. Xray's and v2ray's TLS clients offer h2 whatever they carry, and send
+        # Trojan or VLESS straight after the handshake all the same (Xray's servers read the
+        # protocol first, and only what is not theirs goes on by ALPN): so the request is
+        # looked for first, and anything else is HTTP/2's (the preface, or h2's own answer).
+        self.h2 = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.timer = IdleTimer(self.inbound.decide_timeout, self._give_up)
         web = self.inbound.web
-        if not self.inner and web is not None and web.negotiated_h2(self.transport):
-            self._web("h2")
+        self.h2 = not self.inner and web is not None and web.negotiated_h2(self.transport)
 
     def data_received(self, data: bytes) -> None:
         if self.decided:
@@ -118,7 +122,7 @@ class _Detect(asyncio.Protocol):
 
     def _give_up(self) -> None:
         if not self.decided:
-            self._fallback()
+            self._web("h2") if self.h2 else self._fallback()
 
     def _decide(self) -> None:
         buf = self.buffer
@@ -140,6 +144,10 @@ class _Detect(asyncio.Protocol):
                 undecided = True
                 continue
             self._accept(request)
+            return
+        if self.h2:
+            if not undecided:
+                self._web("h2")
             return
         web = self.inbound.web
         if not self.inner and web is not None:
