@@ -87,7 +87,8 @@ class _Detect(asyncio.Protocol):
         # ALPN chose h2. Xray's and v2ray's TLS clients offer h2 whatever they carry, and send
         # Trojan or VLESS straight after the handshake all the same (Xray's servers read the
         # protocol first, and only what is not theirs goes on by ALPN): so the request is
-        # looked for first, and anything else is HTTP/2's (the preface, or h2's own answer).
+        # looked for first (a WebSocket upgrade too: v2ray 4's WS client offers h2 as well),
+        # and anything else is HTTP/2's (the preface, or h2's own answer to what is not one).
         self.h2 = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -145,12 +146,8 @@ class _Detect(asyncio.Protocol):
                 continue
             self._accept(request)
             return
-        if self.h2:
-            if not undecided:
-                self._web("h2")
-            return
         web = self.inbound.web
-        if not self.inner and web is not None:
+        if not self.inner and web is not None and not self.h2:
             verdict = web.verdict(buf)
             if verdict is None:
                 undecided = True
@@ -168,6 +165,10 @@ class _Detect(asyncio.Protocol):
                     continue
                 self._upgrade(req, acceptor)
                 return
+        if self.h2:
+            if not undecided or len(buf) > MAX_UNDECIDED:
+                self._web("h2")
+            return
         if (
             not undecided
             or len(buf) > MAX_UNDECIDED
