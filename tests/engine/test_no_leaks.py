@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 import uvloop
-from test_tls_inbound import PASSWORD, UUID, server_config
+from test_tls_inbound import PASSWORD, UUID, client_tls, server_config
 
 from elsewhere.codecs import trojan, vless, websocket
 from elsewhere.codecs.address import decode_address, encode_address
@@ -45,12 +45,27 @@ from elsewhere.engine import Engine
 from elsewhere.session import Destination
 from ports import free_port
 
-IDLE = 0.4  # [timeouts] idle of every server under test
-UDP_TIMEOUT = 1.0  # NAT entries expire after this (a UDP client waits far less for its echo)
-HEAD_TIMEOUT = 0.5  # TLS port: client_header_timeout (handshake and the decoy's request head)
-DECIDE = 0.3  # TLS port: decide_timeout
-CLIENT_WAIT = 10.0  # the longest any client waits for the server to close (a failure if hit)
-SETTLE = 10.0  # the longest everything may take to be given back once the clients are done
+# The server's timeouts are short to keep the test short, but every exchange they guard
+# takes a few passes of the one loop that runs the server and all the clients, and on a
+# loaded machine (4 workers on 2 cores, load average 14) one pass took up to 0.26 s even with
+# the mix started in batches. uvloop runs due timers before it reads the sockets, so a timeout
+# shorter than a few passes closes connections whose bytes already wait unread.
+IDLE = 1.0  # [timeouts] idle of every server under test (was 0.4: valid sessions were cut)
+HEAD_TIMEOUT = 1.5  # TLS port: client_header_timeout (the handshake is 3 passes; the head)
+DECIDE = 0.3  # TLS port: decide_timeout (only half-sent requests wait for it)
+CLIENT_WAIT = 10.0  # the longest any client waits for the server to answer or close (a failure)
+# NAT entries expire after this. Not less than CLIENT_WAIT: an entry swept while its echo is
+# still on the way drops the echo, and the client then waits for nothing. At 1 s, a loaded run
+# had all 8 UDP clients of the Shadowsocks test time out at once.
+UDP_TIMEOUT = CLIENT_WAIT
+SETTLE = UDP_TIMEOUT + 10.0  # the longest everything may take to be given back (NAT included)
+# Clients start this many per loop pass: all ~300 in one pass made that pass and the next
+# (their connects and TLS handshakes) last 1.6 s under load; one per pass made the start
+# itself last seconds, as every pass also serves all the clients already running.
+START_BATCH = 16
+# A guard against a client stuck in a wait of its own with no bound (a connect, a handshake),
+# not a measure: the mix takes twice HEAD_TIMEOUT plus its start, and under load 11 s.
+MIX_WAIT = 60.0
 N = 16  # connections of each kind
 
 SS_METHOD = "chacha20-ietf-poly1305"
@@ -232,9 +247,11 @@ class Mix:
             except Exception as exc:
                 raise AssertionError(f"client {kind!r}: {exc!r}") from exc
 
-        async with asyncio.timeout(CLIENT_WAIT + 5), asyncio.TaskGroup() as group:
-            for kind, _, coro in self.clients:
+        async with asyncio.timeout(MIX_WAIT), asyncio.TaskGroup() as group:
+            for i, (kind, _, coro) in enumerate(self.clients, 1):
                 group.create_task(named(kind, coro))
+                if i % START_BATCH == 0:
+                    await asyncio.sleep(0)
 
 
 async def eventually(condition: Callable[[], bool], timeout: float = SETTLE) -> bool:
@@ -356,21 +373,30 @@ class StreamCodec:
     open: Callable[[bytes], bytes]
 
 
-async def valid_session(port: int, codec: StreamCodec, size: int, end: str) -> None:
+def valid_session(port: int, codec: StreamCodec, size: int, end: str) -> Coroutine[Any, Any, None]:
     """A valid client to the echo: `end` "finish" (half-close once the echo is in, then read
     to the end), "abort" (a RST while both directions are busy), "vanish" (half-close at once,
-    then a RST)."""
+    then a RST). Its payload is made and sealed now, while the mix is built: sealed inside the
+    mix, the first loop pass of 48 such clients held the loop past a second under load, longer
+    than the server timeouts under test."""
+    payload = os.urandom(size)
+    first = codec.first(payload[:1000])
+    rest = b"" if end == "vanish" else codec.seal(payload[1000:])
+    return _valid_session(port, codec, payload, first + rest, end)
+
+
+async def _valid_session(
+    port: int, codec: StreamCodec, payload: bytes, sealed: bytes, end: str
+) -> None:
     loop = asyncio.get_running_loop()
     sock = await connect(port)
     try:
-        payload = os.urandom(size)
-        await loop.sock_sendall(sock, codec.first(payload[:1000]))
+        await loop.sock_sendall(sock, sealed)
         if end == "vanish":
             sock.shutdown(socket.SHUT_WR)
             await asyncio.sleep(0)
             abort(sock)
             return
-        await loop.sock_sendall(sock, codec.seal(payload[1000:]))
         got = bytearray()
         async with asyncio.timeout(CLIENT_WAIT):
             while len(got) < (len(payload) if end == "finish" else len(payload) // 4):
@@ -583,14 +609,6 @@ async def test_ss2022_leaves_nothing_behind(logs: pytest.LogCaptureFixture) -> N
 
 
 # the TLS port
-
-
-def client_tls() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.set_alpn_protocols(["http/1.1"])
-    return ctx
 
 
 def client_hello() -> bytes:

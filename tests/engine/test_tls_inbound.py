@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ssl
 from pathlib import Path
 
@@ -68,8 +69,13 @@ def server_config(tmp: Path, fallback_port: int) -> dict:
     }
 
 
+@functools.cache
 def client_tls() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
+    """The one context of the TLS clients here and in test_no_leaks. Not a
+    create_default_context() per connection: that loads the system's CA store (~30 ms of the
+    event loop the server shares, each time; unused with CERT_NONE), which was most of
+    test_no_leaks' mix time and, under load, pushed its clients past their CLIENT_WAIT."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     ctx.set_alpn_protocols(["http/1.1"])
