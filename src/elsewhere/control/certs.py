@@ -4,6 +4,7 @@ share links of clients that accept one."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ipaddress
 import os
@@ -279,6 +280,23 @@ def _canonical(name: str) -> str:
         return str(ipaddress.ip_address(name))
     except ValueError:
         return name.strip().rstrip(".").lower()
+
+
+def public_key_pin(cert_file: str | os.PathLike[str]) -> str:
+    """The pin sing-box (and the Hiddify and sing-box apps on it) checks a server with, its
+    `certificate_public_key_sha256`: the base64 SHA-256 of the leaf's SubjectPublicKeyInfo.
+    Unlike the whole-certificate pin of the share links (`pcs`), it survives a renewal that
+    keeps the key, as self_signed's do."""
+    try:
+        leaf = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the certificate {cert_file}: {exc}") from None
+    spki = leaf.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(spki)
+    return base64.b64encode(digest.finalize()).decode("ascii")
 
 
 # files

@@ -99,8 +99,36 @@ def _print_key(store: Any, record: Any, qr: bool) -> None:
     limit = "" if record.data_limit is None else f", limit {_human(record.data_limit)}"
     print(f"key {record.name} ({record.id}, {record.method}{limit}):")
     print(f"  {link}")
+    if record.protocol in ("trojan", "vless") and (pin := store.get_setting("tls_key_pin")):
+        # the link's pcs= is Xray's pin; sing-box (Hiddify, the sing-box apps) reads only this
+        print(
+            f"  sing-box/Hiddify pin (certificate_public_key_sha256): {pin}"
+            f"  profile: elsewhere keys show {record.name} --sing-box"
+        )
     if qr:
         print(qr_text(link))
+
+
+def _settled(args: argparse.Namespace) -> Any:
+    """The store, with what the first server run decides decided (roles.settle), said in one
+    line on stderr (stdout keeps only links and profiles)."""
+    from elsewhere.control import roles
+
+    directory = roles.data_dir(args.data_dir)
+    store = roles.open_store(directory)
+    try:
+        decided = roles.settle(store, directory)
+    except BaseException:
+        store.close()
+        raise
+    if decided:
+        print(
+            "elsewhere: no server has run here yet, so this settled what its first run would: "
+            f"{', '.join(decided)}; `elsewhere server --host …` changes them and prints the "
+            "new links",
+            file=sys.stderr,
+        )
+    return store
 
 
 def _human(n: int) -> str:
@@ -129,6 +157,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         files = (args.cert, args.key) if args.cert or args.key else None
         if files is not None and not (args.cert and args.key):
             raise ConfigError("give both --cert and --key (fullchain.pem and privkey.pem)")
+        before = roles.link_settings(store)
         settings, created = roles.prepare_server(
             store,
             args.port,
@@ -149,6 +178,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         if args.idle_timeout:
             settings.idle_timeout = args.idle_timeout
         keys = store.list_keys()
+        changed = roles.changed_links(before, store)
         if created:
             print(f"created {directory / roles.STORE_FILE} with a first key")
         if settings.site_created:
@@ -159,6 +189,11 @@ def cmd_server(args: argparse.Namespace) -> int:
             for inbound in engine.inbounds:
                 print(f"  {inbound.describe()}")
             print(f"share link host: {settings.host} (change with --host)")
+            if changed and keys and not created:
+                print(
+                    f"changed since links were printed: {', '.join(changed)}; links handed "
+                    "out before no longer work: hand out these"
+                )
             for record in keys:
                 _print_key(store, record, qr=len(keys) <= 2)
             if len(keys) > 2:
@@ -190,7 +225,7 @@ def _store(args: argparse.Namespace) -> Any:
 def cmd_keys_add(args: argparse.Namespace) -> int:
     from elsewhere.control import roles
 
-    store = _store(args)
+    store = _settled(args)
     try:
         limit = parse_size(args.limit) if args.limit else None
         if args.dest or args.sni:
@@ -212,7 +247,7 @@ def cmd_keys_add(args: argparse.Namespace) -> int:
 def cmd_keys_list(args: argparse.Namespace) -> int:
     from elsewhere.control import roles
 
-    store = _store(args)
+    store = _settled(args) if args.links else _store(args)
     try:
         records = store.list_keys(include_revoked=args.all)
         if not records:
@@ -232,9 +267,19 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_show(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = _settled(args)
     try:
-        _print_key(store, store.get_key(args.key), qr=True)
+        record = store.get_key(args.key)
+        if args.sing_box:
+            import json
+
+            from elsewhere.control import roles, singbox
+
+            key = roles.access_key(store, record)
+            pin = store.get_setting("tls_key_pin") if key.protocol != "ss" else None
+            print(json.dumps(singbox.profile(key, pin), indent=2, ensure_ascii=False))
+        else:
+            _print_key(store, record, qr=True)
     finally:
         store.close()
     return 0
@@ -452,6 +497,12 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir(p)
     p = add("show", cmd_keys_show, "print a key's link and QR code", keys_sub)
     p.add_argument("key", help="key id or name")
+    p.add_argument(
+        "--sing-box",
+        action="store_true",
+        help="print a sing-box profile (JSON) instead: a local proxy on 127.0.0.1:1080 through "
+        "this key, with the certificate pin sing-box and Hiddify check",
+    )
     data_dir(p)
     p = add("revoke", cmd_keys_revoke, "revoke a key (a running server drops it)", keys_sub)
     p.add_argument("key", help="key id or name")

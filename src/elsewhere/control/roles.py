@@ -22,7 +22,7 @@ from elsewhere.control.acme import (
     ensure,
     keep_renewed,
 )
-from elsewhere.control.certs import load_certificate_files, self_signed
+from elsewhere.control.certs import load_certificate_files, public_key_pin, self_signed
 from elsewhere.control.links import AccessKey, format_access_key, outbound_options
 from elsewhere.engine import Engine
 from elsewhere.errors import ConfigError
@@ -88,6 +88,47 @@ def ensure_settings(store: SqliteStore) -> None:
     for name, make in defaults.items():
         if store.get_setting(name) is None:
             store.set_setting(name, make())
+
+
+def link_setting_words() -> dict[str, str]:
+    """The settings share links carry, and what a person calls each: a change to any of them
+    makes the links handed out before stop working."""
+    ports = {i.port_setting: i.flag for i in server_inbounds().values()}
+    tls = {"tls_name": "TLS name", "tls_pin": "TLS certificate", "ws_path": "WebSocket path"}
+    return {"host": "host", **ports, **tls}
+
+
+def link_settings(store: SqliteStore) -> dict[str, str | None]:
+    return {name: store.get_setting(name) for name in link_setting_words()}
+
+
+def changed_links(before: dict[str, str | None], store: SqliteStore) -> list[str]:
+    """What changed since `before` (link_settings) that links handed out then carry."""
+    words, now = link_setting_words(), link_settings(store)
+    return [words[n] for n, v in before.items() if v is not None and now.get(n) != v]
+
+
+def settle(store: SqliteStore, data: Path) -> list[str]:
+    """Decide now what the first `elsewhere server` would, when no server has run yet: its
+    ports, its host (guessed from this machine's addresses), the WebSocket path and, unless a
+    server run chose a certificate, the self-signed one whose pins the TLS links carry. So a
+    link printed before the first server run works with the server as it will run. Returns what
+    was decided, to tell the person; nothing once settled."""
+    decided = []
+    if store.get_setting("host") is None:
+        store.set_setting("host", guess_host())
+        decided.append(f"host {store.get_setting('host')} (a guess from this machine's addresses)")
+    inbounds = server_inbounds().values()
+    fresh = [i for i in inbounds if store.get_setting(i.port_setting) is None]
+    ensure_settings(store)
+    if fresh:
+        ports = ", ".join(f"{i.flag} {store.get_setting(i.port_setting)}" for i in fresh)
+        decided.append(f"ports {ports}")
+    chosen = ("tls", "tls_pin", "tls_name")  # set by a server run that chose its certificate
+    if all(store.get_setting(name) is None for name in chosen):
+        certificate(store, data, store.get_setting("host") or "127.0.0.1", None, None)
+        decided.append("a self-signed certificate")
+    return decided
 
 
 def add_key(
@@ -171,6 +212,8 @@ def prepare_server(
         settings.cert, settings.key, settings.acme = str(files.cert), str(files.key), acme
         store.set_setting("tls_name", acme.domains[0])
         store.set_setting("tls_pin", None)
+        store.set_setting("tls_key_pin", None)
+        store.set_setting("tls", "acme")
     elif data is not None:
         settings.cert, settings.key = certificate(store, data, settings.host, cert, domain)
     return settings, created
@@ -190,9 +233,13 @@ def certificate(
         store.set_setting("tls_name", domain)
     if files is not None:
         store.set_setting("tls_pin", None)
+        store.set_setting("tls_key_pin", None)
+        store.set_setting("tls", "given")
         return files
     cert, key, pin = self_signed(data, [store.get_setting("tls_name") or host])
     store.set_setting("tls_pin", pin)
+    store.set_setting("tls_key_pin", public_key_pin(cert))
+    store.set_setting("tls", "self-signed")
     return str(cert), str(key)
 
 

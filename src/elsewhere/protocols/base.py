@@ -52,10 +52,15 @@ def new_password() -> str:
     return secrets.token_urlsafe(16)
 
 
+# Below the ephemeral range (32768 and up): there, any outgoing connection of this machine (the
+# server's own direct ones) may hold the port as its local one when the server (re)starts.
+RANDOM_PORTS = range(10000, 20000)
+
+
 def random_port() -> int:
     """A high port nobody expects (like Outline's), free for TCP and UDP right now."""
     while True:
-        port = secrets.randbelow(40000) + 20000
+        port = RANDOM_PORTS[secrets.randbelow(len(RANDOM_PORTS))]
         try:
             for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
                 with socket.socket(socket.AF_INET, kind) as probe:
