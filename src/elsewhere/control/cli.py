@@ -189,6 +189,11 @@ def cmd_server(args: argparse.Namespace) -> int:
             for inbound in engine.inbounds:
                 print(f"  {inbound.describe()}")
             print(f"share link host: {settings.host} (change with --host)")
+            if store.get_setting("tls") == "self-signed":
+                print(
+                    "TLS certificate: self-signed, pinned in the links, and not every app checks "
+                    "the pin (docs/links.md); --domain or --acme gives one that every app checks"
+                )
             if changed and keys and not created:
                 print(
                     f"changed since links were printed: {', '.join(changed)}; links handed "

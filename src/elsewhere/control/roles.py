@@ -124,8 +124,9 @@ def settle(store: SqliteStore, data: Path) -> list[str]:
     if fresh:
         ports = ", ".join(f"{i.flag} {store.get_setting(i.port_setting)}" for i in fresh)
         decided.append(f"ports {ports}")
-    chosen = ("tls", "tls_pin", "tls_name")  # set by a server run that chose its certificate
-    if all(store.get_setting(name) is None for name in chosen):
+    # a server run chose its certificate (and made the decoy site), even before "tls" was kept
+    chosen = ("tls", "tls_pin", "tls_name")
+    if all(store.get_setting(name) is None for name in chosen) and not (data / "site").exists():
         certificate(store, data, store.get_setting("host") or "127.0.0.1", None, None)
         decided.append("a self-signed certificate")
     return decided
