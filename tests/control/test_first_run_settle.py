@@ -51,8 +51,8 @@ def test_a_server_run_that_moves_the_tls_port_says_the_old_links_are_stale(tmp_p
         roles.settle(store, tmp_path)
         before = roles.link_settings(store)
         tls = free_port()
-        roles.prepare_server(store, None, None, None, port_tls=tls, data=tmp_path)
-        assert roles.changed_links(before, store) == ["TLS port"]
+        roles.prepare_server(store, None, None, None, ports={"port_tls": tls}, data=tmp_path)
+        assert roles.changed_links(before, store) == ["--port-tls"]
     finally:
         store.close()
 

@@ -93,13 +93,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _print_key(store: Any, record: Any, qr: bool) -> None:
     from elsewhere.control import roles
+    from elsewhere.control.links import format_access_key
     from elsewhere.control.qr import qr_text
 
-    link = roles.share_link(store, record)
+    key = roles.access_key(store, record)
+    link = format_access_key(key)
     limit = "" if record.data_limit is None else f", limit {_human(record.data_limit)}"
     print(f"key {record.name} ({record.id}, {record.method}{limit}):")
     print(f"  {link}")
-    if record.protocol in ("trojan", "vless") and (pin := store.get_setting("tls_key_pin")):
+    if "pcs" in key.extra and (pin := store.get_setting("tls_key_pin")):
         # the link's pcs= is Xray's pin; sing-box (Hiddify, the sing-box apps) reads only this
         print(
             f"  sing-box/Hiddify pin (certificate_public_key_sha256): {pin}"
@@ -281,7 +283,7 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
             from elsewhere.control import roles, singbox
 
             key = roles.access_key(store, record)
-            pin = store.get_setting("tls_key_pin") if key.protocol != "ss" else None
+            pin = store.get_setting("tls_key_pin") if "pcs" in key.extra else None
             print(json.dumps(singbox.profile(key, pin), indent=2, ensure_ascii=False))
         else:
             _print_key(store, record, qr=True)
