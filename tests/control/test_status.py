@@ -55,7 +55,6 @@ def test_clock_suspicion_reaches_the_status_line() -> None:
 
 def test_first_run_ports_are_free_for_tcp_and_udp() -> None:
     import socket
-
     from pathlib import Path
 
     from elsewhere.protocols.base import random_port
