@@ -35,6 +35,13 @@ def outbound(
     if key.protocol not in ("trojan", "vless"):
         raise ConfigError(f"no sing-box form for {key.protocol}:// keys")
     p = key.extra
+    security = p.get("security", "tls")
+    if security != "tls":
+        # REALITY needs no pin: Hiddify and the sing-box apps take its link as it is
+        raise ConfigError(
+            f"sing-box profiles are for keys over TLS; this key is security={security}: "
+            "import its link into the app instead"
+        )
     out: dict[str, Any] = {
         "type": key.protocol,
         "tag": tag,
@@ -47,15 +54,14 @@ def outbound(
         out["packet_encoding"] = ""
     else:
         out["password"] = key.password
-    if p.get("security", "tls") == "tls":
-        tls: dict[str, Any] = {"enabled": True, "server_name": p.get("sni") or key.host}
-        if p.get("alpn"):
-            tls["alpn"] = p["alpn"].split(",")
-        if public_key_pin:
-            tls["certificate_public_key_sha256"] = [public_key_pin]
-        elif p.get("allowInsecure") in ("1", "true"):
-            tls["insecure"] = True
-        out["tls"] = tls
+    tls: dict[str, Any] = {"enabled": True, "server_name": p.get("sni") or key.host}
+    if p.get("alpn"):
+        tls["alpn"] = p["alpn"].split(",")
+    if public_key_pin:
+        tls["certificate_public_key_sha256"] = [public_key_pin]
+    elif p.get("allowInsecure") in ("1", "true"):
+        tls["insecure"] = True
+    out["tls"] = tls
     network = p.get("type", "tcp")
     if network == "ws":
         transport: dict[str, Any] = {"type": "ws", "path": p.get("path") or "/"}

@@ -10,9 +10,12 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from elsewhere.control.certs import public_key_pin, self_signed
 from elsewhere.control.links import parse_access_key
 from elsewhere.control.singbox import PROXY_PORT, outbound, profile
+from elsewhere.errors import ConfigError
 
 UUID = "b831381d-6324-4d53-ad4f-8cda48b30811"
 PIN = base64.b64encode(hashlib.sha256(b"a key").digest()).decode()
@@ -92,3 +95,13 @@ def test_the_profile_is_a_local_proxy_through_the_key() -> None:
     assert inbound["type"] == "mixed" and inbound["listen"] == "127.0.0.1"
     assert inbound["listen_port"] == PROXY_PORT
     assert config["outbounds"][0]["tag"] == "carol" == config["route"]["final"]
+
+
+def test_a_reality_key_gets_one_line_saying_to_import_its_link() -> None:
+    reality = parse_access_key(
+        f"vless://{UUID}@203.0.113.7:8443?encryption=none&security=reality&sni=www.example.com"
+        "&fp=chrome&pbk=SbVKOEMjK0sIlbwg4akyBg5mL5KZwwB-ed4eEE7YnRc&sid=ab&type=tcp"
+        "&flow=xtls-rprx-vision#erin"
+    )
+    with pytest.raises(ConfigError, match="security=reality: import its link"):
+        outbound(reality)
