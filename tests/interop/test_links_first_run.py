@@ -269,6 +269,8 @@ async def test_links_printed_in_either_order_work_in_v2ray_and_sing_box(
         text = await output_with(proc, log, "share link host:", *(f"key {n} (" for n in printed))
         if order == "server first":
             add_keys()
+            # a running server takes new keys on its next reload (within 2 s), and says so
+            await output_with(proc, log, *(f"key {n} (" for n in KEYS), "served from now on")
         else:
             # the server runs as the keys said it would, and says nothing changed
             assert "changed since links were printed" not in text

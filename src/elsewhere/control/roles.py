@@ -272,14 +272,15 @@ def server_config(settings: ServerSettings, store: SqliteStore) -> Config:
     )
 
 
-def apply_keys(engine: Engine, store: SqliteStore) -> set[str]:
-    """Give every server inbound the store's current keys; returns the ids it now serves."""
+def apply_keys(engine: Engine, store: SqliteStore) -> dict[str, str]:
+    """Give every server inbound the store's current keys; returns those it now serves, id to
+    name."""
     sets = key_sets(store)
     registered = server_inbounds()
     for inbound in engine.inbounds:
         if (kind := registered.get(inbound.tag)) is not None:
             kind.give_keys(inbound, sets)
-    return {r.id for records in sets.values() for r in records}
+    return {r.id: r.name for records in sets.values() for r in records}
 
 
 async def run_server(
@@ -322,9 +323,12 @@ async def run_server(
                     continue
                 generation = now
                 current = await asyncio.to_thread(apply_keys, engine, store)
-                for gone in known - current:
+                for gone in known.keys() - current.keys():
                     closed = engine.close_user(gone)
                     log.info("key %s revoked; closed %d open connections", gone, closed)
+                for added in sorted(current.keys() - known.keys()):
+                    # so that whoever added it knows when a link of it starts to work
+                    log.info("key %s (%s) added; served from now on", current[added], added)
                 known = current
     finally:
         await flusher.close()
