@@ -141,7 +141,7 @@ def _human(n: int) -> str:
 
 def cmd_server(args: argparse.Namespace) -> int:
     from elsewhere.control import roles
-    from elsewhere.control.relay import server_relay_command
+    from elsewhere.control.relay import prepare_from_flags, server_relay_command
 
     directory = roles.data_dir(args.data_dir)
     store = roles.open_store(directory)
@@ -156,25 +156,8 @@ def cmd_server(args: argparse.Namespace) -> int:
                 email=args.acme_email,
                 ca_file=args.acme_ca,
             )
-        files = (args.cert, args.key) if args.cert or args.key else None
-        if files is not None and not (args.cert and args.key):
-            raise ConfigError("give both --cert and --key (fullchain.pem and privkey.pem)")
         before = roles.link_settings(store)
-        settings, created = roles.prepare_server(
-            store,
-            args.port,
-            args.host,
-            args.listen,
-            ports={
-                inbound.port_setting: getattr(args, inbound.port_setting)
-                for inbound in server_inbounds().values()
-                if inbound.port_setting != "port"
-            },
-            data=directory,
-            cert=files,
-            domain=args.domain,
-            acme=acme,
-        )
+        settings, created = prepare_from_flags(store, args, directory, acme)
         settings.http_port = args.http_port
         settings.allow_private = args.allow_private
         if args.idle_timeout:

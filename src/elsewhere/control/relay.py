@@ -19,7 +19,8 @@ import argparse
 import asyncio
 import shlex
 import sys
-from typing import Any, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 from elsewhere import __version__
 from elsewhere.config import Config, from_mapping
@@ -32,6 +33,9 @@ from elsewhere.outbounds.exit import ExitOutbound, parse_check
 from elsewhere.protocols.base import ServerSettings, server_inbounds
 from elsewhere.store.base import KeyRecord
 from elsewhere.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from elsewhere.control.acme import AcmeSettings
 
 EXIT_TAG = "exit"
 EXIT_SETTING = "exit_link"  # remembered, so `elsewhere relay` alone restarts it
@@ -153,6 +157,34 @@ def server_relay_command(
 # the command
 
 
+def prepare_from_flags(
+    store: SqliteStore,
+    args: argparse.Namespace,
+    directory: Path,
+    acme: AcmeSettings | None = None,
+) -> tuple[ServerSettings, list[KeyRecord]]:
+    """roles.prepare_server from the flags a server and a relay share (where they listen,
+    what their links say, their TLS files)."""
+    files = (args.cert, args.key) if args.cert or args.key else None
+    if files is not None and not (args.cert and args.key):
+        raise ConfigError("give both --cert and --key (fullchain.pem and privkey.pem)")
+    return roles.prepare_server(
+        store,
+        args.port,
+        args.host,
+        args.listen,
+        ports={
+            inbound.port_setting: getattr(args, inbound.port_setting)
+            for inbound in server_inbounds().values()
+            if inbound.port_setting != "port"
+        },
+        data=directory,
+        cert=files,
+        domain=args.domain,
+        acme=acme,
+    )
+
+
 def cmd_relay(args: argparse.Namespace) -> int:
     from elsewhere.control.cli import _print_key, run_async
 
@@ -168,23 +200,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
         check = args.check if args.check is not None else store.get_setting(CHECK_SETTING)
         if check:
             parse_check(check, EXIT_TAG)
-        files = (args.cert, args.key) if args.cert or args.key else None
-        if files is not None and not (args.cert and args.key):
-            raise ConfigError("give both --cert and --key (fullchain.pem and privkey.pem)")
-        settings, created = roles.prepare_server(
-            store,
-            args.port,
-            args.host,
-            args.listen,
-            ports={
-                inbound.port_setting: getattr(args, inbound.port_setting)
-                for inbound in server_inbounds().values()
-                if inbound.port_setting != "port"
-            },
-            data=directory,
-            cert=files,
-            domain=args.domain,
-        )
+        settings, created = prepare_from_flags(store, args, directory)
         if args.idle_timeout:
             settings.idle_timeout = args.idle_timeout
         store.set_setting(EXIT_SETTING, link)
